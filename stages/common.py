@@ -1,0 +1,43 @@
+"""What the stage scripts share: reading params.yaml, picking the model block, one logger each.
+
+Only stage scripts read params.yaml; the library under src/llavac/ takes typed arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """The whole params file (DVC has already applied any `dvc exp run -S` overrides to it)."""
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def choose(value: str, allowed: list[str] | tuple[str, ...], key: str) -> str:
+    """Return `value` if allowed, else stop with one message naming the allowed values."""
+    if value not in allowed:
+        sys.exit(f"error: params.yaml {key}={value!r} is not one of: {', '.join(allowed)}")
+    return value
+
+
+def model_block(params: dict[str, Any]) -> dict[str, Any]:
+    """The `models.<model>` block selected by the top-level `model` key.
+
+    DVC cannot interpolate a nested key such as ``${models.${model}}``, so the choice is resolved here.
+    """
+    name = choose(params["model"], list(params["models"]), "model")
+    return params["models"][name]
+
+
+def stage_logger(name: str) -> logging.Logger:
+    """One logger per stage, saying what it loads, does and writes."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    return logging.getLogger(name)
