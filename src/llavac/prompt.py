@@ -1,0 +1,86 @@
+"""The paper's prompt (Figure 2), the vicuna_v1 conversation template, and the LLaVA-repo record format.
+
+One module owns every string the model sees, so training, prediction and the LLaVA-repo backend
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from llavac.labels import LABELS
+
+IMAGE_TOKEN = "<image>"
+
+PROMPT_TEMPLATE = (
+    "Consider the following Image and Text.\n"
+    "Image: <image>\n"
+    "Text: {text}\n"
+    "Classify the sentiment labels (negative, neutral, positive) for the Image and Text labels, separately.\n"
+    "Finally, jointly analyze and classify the multimodal label for both Image and Text.\n"
+    "Provide a short answer with 3 labels for Text, Image, and Multimodal labels, respectively."
+)
+"""Figure 2 of the paper, line for line."""
+
+SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+"""The vicuna_v1 system message (LLaVA's `--version v1`)."""
+
+EOS = "</s>"
+
+ImagePosition = Literal["front", "inline"]
+IMAGE_POSITIONS: tuple[str, ...] = ("front", "inline")
+
+
+def human_turn(text: str, image_position: ImagePosition = "front") -> str:
+    """The user's message for one tweet.
+
+    ``front`` reproduces the LLaVA repository, whose preprocessing strips ``<image>`` from wherever it
+    stands and restarts the turn with ``"<image>\\n"``; ``inline`` keeps Figure 2's placement.
+    """
+    prompt = PROMPT_TEMPLATE.replace("{text}", text)
+    if image_position == "inline":
+        return prompt
+    if image_position == "front":
+        return IMAGE_TOKEN + "\n" + prompt.replace(IMAGE_TOKEN, "").strip()
+    raise ValueError(f"image_position {image_position!r} is not one of: {', '.join(IMAGE_POSITIONS)}")
+
+
+def answer(text_label: str, image_label: str, multimodal_label: str) -> str:
+    """The response the model is trained to give, e.g. ``"positive, neutral, positive"``."""
+    for label in (text_label, image_label, multimodal_label):
+        if label not in LABELS:
+            raise ValueError(f"label {label!r} is not one of: {', '.join(LABELS)}")
+    return f"{text_label}, {image_label}, {multimodal_label}"
+
+
+def chat_prompt(human: str) -> str:
+    """The vicuna_v1 string up to where the assistant starts answering (what generation continues)."""
+    return f"{SYSTEM} USER: {human} ASSISTANT:"
+
+
+def chat_text(human: str, reply: str) -> str:
+    """The full vicuna_v1 training string: prompt, one space, the answer, ``</s>``."""
+    return f"{chat_prompt(human)} {reply}{EOS}"
+
+
+def llava_record(
+    pair: dict[str, Any], image_position: ImagePosition = "front"
+) -> dict[str, Any]:
+    """One pair as a record of the LLaVA repository's fine-tuning JSON (`docs/Finetune_Custom_Data.md`).
+
+    The gold labels ride along as extra keys; the LLaVA repository ignores keys it does not know.
+    """
+    return {
+        "id": str(pair["id"]),
+        "image": pair["image_path"],
+        "conversations": [
+            {"from": "human", "value": human_turn(pair["text"], image_position)},
+            {"from": "gpt", "value": answer(pair["text_label"], pair["image_label"], pair["multimodal_label"])},
+        ],
+        "text_label": pair["text_label"],
+        "image_label": pair["image_label"],
+        "multimodal_label": pair["multimodal_label"],
+    }

@@ -1,0 +1,181 @@
+"""LoRA fine-tuning with the LLaVA-1.5 task-LoRA recipe, through the Hugging Face Trainer.
+
+What is LLaVA's and kept exactly: LoRA on every linear layer of the language model only, the
+projector trained fully at its own learning rate, loss on the answer and ``</s>`` only, square
+padding of images, cosine schedule with warmup, DeepSpeed ZeRO when GPUs are present.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from dvclive import Live
+from dvclive.huggingface import DVCLiveCallback
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch.utils.data import Dataset
+from transformers import LlavaForConditionalGeneration, ProcessorMixin, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from llavac.model.inputs import TrainingCollator
+from llavac.model.loading import load_base, torch_dtype
+
+LANGUAGE_MODEL_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+"""LoRA targets: a plain name list would also hit CLIP's q/k/v projections."""
+
+PROJECTOR = "multi_modal_projector"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One model's fine-tuning recipe; the `llava-v1.5-7b` block of params.yaml is the paper's."""
+
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    learning_rate: float
+    projector_learning_rate: float
+    weight_decay: float
+    warmup_ratio: float
+    lr_scheduler: str
+    max_grad_norm: float
+    epochs: float
+    per_device_batch_size: int
+    global_batch_size: int
+    precision: str
+    gradient_checkpointing: bool
+    model_max_length: int
+    deepspeed: str
+
+
+class Records(Dataset):
+    """A list of LLaVA-format records; the collator does the tensor work per batch."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.records[index]
+
+
+def add_lora(model: LlavaForConditionalGeneration, recipe: Recipe) -> PeftModel:
+    """Wrap `model` with LoRA on the language model; the projector is saved and trained in full."""
+    config = LoraConfig(
+        r=recipe.lora_r,
+        lora_alpha=recipe.lora_alpha,
+        lora_dropout=recipe.lora_dropout,
+        bias="none",
+        target_modules=LANGUAGE_MODEL_LINEAR,
+        modules_to_save=[PROJECTOR],
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def optimizer_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
+    """Two AdamW groups as in LLaVA's `mm_projector_lr`: LoRA weights, and the projector at its own rate."""
+    lora, projector = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (projector if PROJECTOR in name else lora).append(parameter)
+    return [
+        {"params": lora, "lr": recipe.learning_rate, "weight_decay": recipe.weight_decay},
+        {"params": projector, "lr": recipe.projector_learning_rate, "weight_decay": 0.0},
+    ]
+
+
+def gradient_accumulation(recipe: Recipe, world_size: int) -> int:
+    """Steps to accumulate so that per-device batch x devices x steps equals the recipe's global batch."""
+    per_step = recipe.per_device_batch_size * world_size
+    if recipe.global_batch_size % per_step:
+        raise ValueError(
+            f"global_batch_size {recipe.global_batch_size} is not a multiple of "
+            f"per_device_batch_size {recipe.per_device_batch_size} x {world_size} device(s)"
+        )
+    return recipe.global_batch_size // per_step
+
+
+def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: bool) -> TrainingArguments:
+    """The Trainer's arguments for `recipe`. DeepSpeed only when CUDA is there: it has no CPU path worth using."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    return TrainingArguments(
+        output_dir=str(out_dir),
+        num_train_epochs=recipe.epochs,
+        per_device_train_batch_size=recipe.per_device_batch_size,
+        gradient_accumulation_steps=gradient_accumulation(recipe, world_size),
+        learning_rate=recipe.learning_rate,
+        weight_decay=recipe.weight_decay,
+        warmup_steps=recipe.warmup_ratio,  # transformers 5 reads a float in [0, 1) as a ratio
+        lr_scheduler_type=recipe.lr_scheduler,
+        max_grad_norm=recipe.max_grad_norm,
+        bf16=recipe.precision == "bf16",
+        fp16=recipe.precision == "fp16",
+        tf32=recipe.precision == "bf16" and torch.cuda.is_available(),
+        gradient_checkpointing=recipe.gradient_checkpointing,
+        deepspeed=recipe.deepspeed if use_deepspeed else None,
+        seed=seed,
+        data_seed=seed,
+        logging_steps=5,
+        save_strategy="epoch",
+        save_total_limit=1,
+        save_only_model=False,
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def train_split(
+    base: str,
+    records: list[dict[str, Any]],
+    image_folder: Path,
+    out_dir: Path,
+    checkpoint_dir: Path,
+    live_dir: Path,
+    recipe: Recipe,
+    seed: int,
+    resume: bool,
+) -> dict[str, Any]:
+    """Fine-tune `base` on one split's training records; write the adapter, projector and processor.
+
+    Checkpoints go to `checkpoint_dir`, outside the stage's DVC outputs (which DVC deletes before a
+    run); they hold the projector too, as a peft `modules_to_save`, so `resume=True` continues an
+    interrupted split, and a finished split resumes straight to its end.
+    """
+    use_deepspeed = torch.cuda.is_available()
+    # With ZeRO-3, TrainingArguments must exist before from_pretrained so weights load partitioned.
+    args = training_arguments(recipe, checkpoint_dir, seed, use_deepspeed)
+    model, processor = load_base(base, recipe.precision)
+    model = add_lora(model, recipe)
+    # The LLaVA repository casts the wrapped model too; ZeRO-3 fails on mixed dtypes otherwise.
+    model.to(torch_dtype(recipe.precision))
+    if recipe.gradient_checkpointing:
+        model.enable_input_require_grads()
+    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=Records(records),
+        data_collator=TrainingCollator(processor, image_folder, recipe.model_max_length),
+        optimizer_cls_and_kwargs=(torch.optim.AdamW, {"params": optimizer_groups(model, recipe)}),
+        callbacks=[DVCLiveCallback(live=live)],
+    )
+    if not resume:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    checkpoint = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    live.end()
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(out_dir))
+        processor.save_pretrained(str(out_dir))
+        (out_dir / "recipe.json").write_text(json.dumps({"base": base, **asdict(recipe)}, indent=2) + "\n")
+    return {"train_loss": result.training_loss, "steps": result.global_step, "history": trainer.state.log_history}

@@ -1,0 +1,37 @@
+"""base_model stage: build the selected model from its architecture, or point at a pretrained one."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from common import load_params, model_block, stage_logger
+from llavac.model.build import build_llava
+from llavac.model.loading import write_pointer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("pairs", type=Path, help="preprocessed pairs; a built tokenizer learns from their texts")
+    parser.add_argument("out_dir", type=Path)
+    args = parser.parse_args()
+    log = stage_logger("base_model")
+    params = load_params()
+    block = model_block(params)
+    if "build" in block:
+        texts = pd.read_parquet(args.pairs, columns=["text"])["text"].tolist()
+        log.info("building %s from its architecture; tokenizer trained on %d texts", params["model"], len(texts))
+        build_llava(args.out_dir, texts, block["build"], params["seed"])
+        write_pointer(args.out_dir, str(args.out_dir))
+    elif "pretrained" in block:
+        log.info("using the pretrained %s", block["pretrained"])
+        write_pointer(args.out_dir, block["pretrained"])
+    else:
+        raise SystemExit(f"error: models.{params['model']} needs either `build:` or `pretrained:`")
+    log.info("wrote %s", args.out_dir)
+
+
+if __name__ == "__main__":
+    main()

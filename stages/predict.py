@@ -1,0 +1,36 @@
+"""predict stage: batched greedy answers of every split's adapter on its test set, parsed into labels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common import load_params, stage_logger
+from llavac.predict import generate_answers, load_classifier, prediction_rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("adapters_dir", type=Path)
+    parser.add_argument("llava_dir", type=Path, help="formatted splits: <K>/test.json")
+    parser.add_argument("image_folder", type=Path)
+    parser.add_argument("out_dir", type=Path, help="predictions: <K>.jsonl")
+    args = parser.parse_args()
+    log = stage_logger("predict")
+    settings = load_params()["predict"]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for adapter in sorted((d for d in args.adapters_dir.iterdir() if d.is_dir()), key=lambda d: int(d.name)):
+        recipe = json.loads((adapter / "recipe.json").read_text())
+        records = json.loads((args.llava_dir / adapter.name / "test.json").read_text(encoding="utf-8"))
+        model, processor = load_classifier(adapter, recipe["base"], recipe["precision"])
+        answers = generate_answers(model, processor, records, args.image_folder, settings["batch_size"], settings["max_new_tokens"])
+        rows = prediction_rows(records, answers)
+        with open(args.out_dir / f"{adapter.name}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        unparsed = sum(row[f"pred_{t}"] is None for row in rows for t in ("text", "image", "multimodal"))
+        log.info("split %s: %d test pairs, %d unparseable slots -> %s", adapter.name, len(rows), unparsed, args.out_dir / f"{adapter.name}.jsonl")
+
+
+if __name__ == "__main__":
+    main()
