@@ -78,7 +78,7 @@ def generate_answers(
 
 
 def prediction_rows(records: Sequence[dict[str, Any]], answers: Sequence[str]) -> list[dict[str, Any]]:
-    """One output row per test pair: the raw answer, the parsed labels and the gold labels."""
+    """One output row per pair: the raw answer, the parsed labels, and the gold labels where known."""
     rows = []
     for record, raw in zip(records, answers, strict=True):
         parsed = dict(zip(TASKS, parse_answer(raw), strict=True))
@@ -87,7 +87,7 @@ def prediction_rows(records: Sequence[dict[str, Any]], answers: Sequence[str]) -
                 "id": int(record["id"]),
                 "raw": raw,
                 **{f"pred_{task}": parsed[task] for task in TASKS},
-                **{f"{task}_label": record[f"{task}_label"] for task in TASKS},
+                **{f"{task}_label": record[f"{task}_label"] for task in TASKS if f"{task}_label" in record},
             }
         )
     return rows

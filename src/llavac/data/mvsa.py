@@ -1,0 +1,142 @@
+"""The raw MVSA-Single format, record by record: label lines, GBK tweet texts, JPEG images.
+
+Pure Python so each rule is unit-tested without Spark; ``llavac.data.spark`` applies these helpers
+to whole folders. Every way a record can be unusable has a name in ``DROP_REASONS``; a record is
+counted under one reason and skipped, never lost silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+from PIL import Image
+
+from llavac.labels import LABELS
+
+LABEL_FILE = "labelResultAll.txt"
+DATA_DIR = "data"
+LABEL_HEADER = "ID\ttext,image"
+
+MALFORMED_LABEL_LINE = "malformed_label_line"
+UNKNOWN_LABEL = "unknown_label"
+DUPLICATE_ID = "duplicate_id"
+MISSING_TEXT = "missing_text"
+MISSING_IMAGE = "missing_image"
+EMPTY_TEXT = "empty_text"
+UNDECODABLE_TEXT = "undecodable_text"
+CORRUPT_IMAGE = "corrupt_image"
+LABEL_CONFLICT = "label_conflict"
+
+DROP_REASONS: tuple[str, ...] = (
+    MALFORMED_LABEL_LINE,
+    UNKNOWN_LABEL,
+    DUPLICATE_ID,
+    MISSING_TEXT,
+    MISSING_IMAGE,
+    EMPTY_TEXT,
+    UNDECODABLE_TEXT,
+    CORRUPT_IMAGE,
+    LABEL_CONFLICT,
+)
+"""In order of precedence: a record with several problems is counted under the first one."""
+
+REPLACEMENT_CHARACTER = "\ufffd"
+DECODED_AS_UTF8 = "decoded as utf-8"
+
+_LABEL_LINE = re.compile(r"(\d+)\t([^,\s]+),([^,\s]+)")
+
+
+class LabelRow(NamedTuple):
+    """One annotation of ``labelResultAll.txt``."""
+
+    id: int
+    text_label: str
+    image_label: str
+
+
+class ImageInfo(NamedTuple):
+    """What preprocessing records about a readable image."""
+
+    width: int
+    height: int
+    sha256: str
+
+
+def check_raw_layout(raw_dir: Path) -> None:
+    """Fail early, naming the missing piece, when ``raw_dir`` is not an MVSA-Single folder."""
+    expected = f"the MVSA-Single raw layout ({LABEL_FILE} and {DATA_DIR}/<id>.txt, {DATA_DIR}/<id>.jpg)"
+    if not raw_dir.is_dir():
+        raise FileNotFoundError(f"raw data folder {raw_dir} does not exist; it must hold {expected}")
+    for needed, is_there in ((raw_dir / LABEL_FILE, Path.is_file), (raw_dir / DATA_DIR, Path.is_dir)):
+        if not is_there(needed):
+            raise FileNotFoundError(f"{needed} not found; {raw_dir} must hold {expected}")
+
+
+def is_label_header(line: str) -> bool:
+    """The first line of ``labelResultAll.txt`` names the columns; it is not a record."""
+    return line.strip().lower() == LABEL_HEADER.lower()
+
+
+def parse_label_line(line: str) -> LabelRow | str:
+    """``"<id>\\t<text_label>,<image_label>"`` as a ``LabelRow``, or the reason it cannot be used.
+
+    Surrounding whitespace (a CRLF's ``\\r``) is ignored. Labels are case-sensitive, as in the
+    original file, so ``Positive`` or ``happy`` is an ``unknown_label`` rather than a guess.
+    """
+    match = _LABEL_LINE.fullmatch(line.strip())
+    if match is None:
+        return MALFORMED_LABEL_LINE
+    text_label, image_label = match.group(2), match.group(3)
+    if text_label not in LABELS or image_label not in LABELS:
+        return UNKNOWN_LABEL
+    return LabelRow(int(match.group(1)), text_label, image_label)
+
+
+def decode_text(raw: bytes) -> tuple[str, str | None]:
+    """Decode a tweet file and strip it; the note says how, when it was not clean GB18030.
+
+    The files are GBK bytes (GB18030 is its superset, so it is tried first). A file that is not
+    valid GB18030 but is valid UTF-8 was re-saved by someone and is read as UTF-8. Anything else
+    (id 5084 of the real data ends in bytes invalid in both) is decoded as GB18030 with each bad
+    sequence replaced by U+FFFD, keeping the readable part of the tweet. Never raises.
+    """
+    for encoding in ("gb18030", "utf-8"):
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return text.strip(), None if encoding == "gb18030" else DECODED_AS_UTF8
+    text = raw.decode("gb18030", errors="replace")
+    return text.strip(), f"gb18030 with {text.count(REPLACEMENT_CHARACTER)} undecodable byte sequence(s) replaced"
+
+
+def text_drop_reason(text: str) -> str | None:
+    """Why a decoded tweet cannot be used, or ``None`` when it can.
+
+    Replaced bytes alone do not drop a tweet (its readable words still carry the sentiment); a
+    tweet with nothing but replacement characters and whitespace carries none and is dropped.
+    """
+    if not text:
+        return EMPTY_TEXT
+    if not text.replace(REPLACEMENT_CHARACTER, "").strip():
+        return UNDECODABLE_TEXT
+    return None
+
+
+def inspect_image(raw: bytes) -> ImageInfo | str:
+    """Size and SHA-256 of an image that fully decodes, or ``corrupt_image``.
+
+    ``Image.load()`` decodes every pixel, so a truncated JPEG fails here (PIL's
+    ``LOAD_TRUNCATED_IMAGES`` is left False) instead of failing later inside training.
+    """
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            image.load()
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return CORRUPT_IMAGE
+    return ImageInfo(width, height, hashlib.sha256(raw).hexdigest())

@@ -1,0 +1,211 @@
+"""Scores of the three predicted labels: per split, mean and spread over splits, confusion matrices.
+
+The paper reports accuracy and weighted F1 of the multimodal label, averaged over the splits of a
+protocol; we compute those with scikit-learn for all three labels, plus macro F1, per-class
+precision/recall/F1 and the rate of answers that could not be parsed. An unparsed answer is never
+dropped: it becomes the label ``INVALID``, which is wrong for every pair, so it lowers accuracy and
+the recall of the gold class while the pair still counts in the support of weighted F1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # plots are written to files, never shown; no display on servers
+
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import (  # noqa: E402
+    ConfusionMatrixDisplay,
+    accuracy_score,
+    f1_score,
+    precision_recall_fscore_support,
+)
+
+from llavac.labels import LABELS, TASKS  # noqa: E402
+
+INVALID = "invalid"
+"""Stand-in for an unparsed answer: not in LABELS, so scikit-learn counts it wrong for every pair."""
+
+SPLIT_METRICS: tuple[str, ...] = ("accuracy", "weighted_f1", "macro_f1")
+"""Metrics reported per split and as mean with `<name>_std` over splits."""
+
+
+PER_CLASS: tuple[str, ...] = ("precision", "recall", "f1")
+"""Per-class metrics, each the mean over splits."""
+
+
+def _percent(x: float) -> float:
+    return 100.0 * float(x)
+
+
+def _rounded(tree: Any) -> Any:
+    """Every float of a nested dict to 2 decimals: the precision of the paper's tables, short in `dvc metrics show`.
+
+    Applied once, to the finished scores, so means and deltas are computed from unrounded values.
+    """
+    if isinstance(tree, dict):
+        return {key: _rounded(value) for key, value in tree.items()}
+    return round(tree, 2) if isinstance(tree, float) else tree
+
+
+def _read_split(path: Path) -> pd.DataFrame:
+    """One predictions file as a frame with `id`, gold `<task>_label` and `pred_<task>` (None if unparsed).
+
+    The file is our own predict stage's output, so a malformed record means that stage is broken;
+    scoring around it would change the denominator silently, hence an error, not a skip.
+    """
+    columns = ["id", *(f"{t}_label" for t in TASKS), *(f"pred_{t}" for t in TASKS)]
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e}); re-run `dvc repro predict`") from e
+            missing = [c for c in columns if c not in record]
+            if missing:
+                raise ValueError(f"{where}: missing keys {missing}; re-run `dvc repro predict`")
+            for task in TASKS:
+                if record[f"{task}_label"] not in LABELS:
+                    raise ValueError(f"{where}: gold {task}_label={record[f'{task}_label']!r} is not one of {LABELS}")
+                if record[f"pred_{task}"] is not None and record[f"pred_{task}"] not in LABELS:
+                    raise ValueError(
+                        f"{where}: pred_{task}={record[f'pred_{task}']!r} is neither one of {LABELS} nor null"
+                    )
+            records.append({c: record[c] for c in columns})
+    if not records:
+        raise ValueError(f"{path}: no predictions; re-run `dvc repro predict`")
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    duplicated = frame["id"][frame["id"].duplicated()].tolist()
+    if duplicated:
+        raise ValueError(f"{path}: pair ids predicted more than once: {duplicated[:5]}")
+    return frame
+
+
+def load_predictions(pred_dir: Path) -> dict[int, pd.DataFrame]:
+    """Every split's predictions, keyed by split number, from `<pred_dir>/<k>.jsonl`.
+
+    Files whose stem is not a number are not predictions of a split and are left alone.
+    """
+    paths = sorted((p for p in Path(pred_dir).glob("*.jsonl") if p.stem.isdigit()), key=lambda p: int(p.stem))
+    if not paths:
+        raise FileNotFoundError(
+            f"no predictions found in {pred_dir} (expected <split>.jsonl files): run `dvc repro predict` first"
+        )
+    return {int(p.stem): _read_split(p) for p in paths}
+
+
+def answered(predictions: pd.Series) -> pd.Series:
+    """Predicted labels with every unparsed answer (null) replaced by INVALID."""
+    return predictions.fillna(INVALID)
+
+
+def task_scores(gold: pd.Series, predicted: pd.Series) -> dict[str, Any]:
+    """Accuracy, weighted and macro F1, per-class P/R/F1 and invalid rate of one label on one split, in % (unrounded).
+
+    `labels=LABELS` keeps INVALID out of the averages as a class of its own while every gold pair
+    stays in the support, so an unparsed answer costs exactly what a wrong label costs.
+    """
+    y_pred = answered(predicted)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        gold, y_pred, labels=list(LABELS), zero_division=0
+    )
+    return {
+        "accuracy": _percent(accuracy_score(gold, y_pred)),
+        "weighted_f1": _percent(f1_score(gold, y_pred, labels=list(LABELS), average="weighted", zero_division=0)),
+        "macro_f1": _percent(f1_score(gold, y_pred, labels=list(LABELS), average="macro", zero_division=0)),
+        "invalid_rate": _percent((y_pred == INVALID).mean()),
+        "per_class": {
+            label: {"precision": _percent(p), "recall": _percent(r), "f1": _percent(f), "support": int(s)}
+            for label, p, r, f, s in zip(LABELS, precision, recall, f1, support, strict=True)
+        },
+    }
+
+
+def _std(values: list[float]) -> float:
+    """Population standard deviation (ddof=0): the spread of the splits we have, and 0 for one split."""
+    return float(np.std(values, ddof=0))
+
+
+def score_splits(splits: Mapping[int, pd.DataFrame]) -> dict[str, Any]:
+    """The content of metrics/scores.json.
+
+    Per label: accuracy, weighted and macro F1 as the mean over splits (the paper's averaging) with
+    `<metric>_std`; per-class precision/recall/F1 as the mean over splits with the support summed;
+    `invalid_rate` over all test pairs pooled. `splits.<k>` keeps each split's own numbers.
+    """
+    per_split = {
+        k: {t: task_scores(frame[f"{t}_label"], frame[f"pred_{t}"]) for t in TASKS} for k, frame in splits.items()
+    }
+    n_pairs = {k: len(frame) for k, frame in splits.items()}
+    total = sum(n_pairs.values())
+    scores: dict[str, Any] = {"n_splits": len(splits), "n_test_pairs": total}
+    for task in TASKS:
+        block: dict[str, Any] = {}
+        for metric in SPLIT_METRICS:
+            values = [s[task][metric] for s in per_split.values()]
+            block[metric], block[f"{metric}_std"] = float(np.mean(values)), _std(values)
+        invalid = sum(int(frame[f"pred_{task}"].isna().sum()) for frame in splits.values())
+        block["invalid_rate"] = _percent(invalid / total)
+        classes = [s[task]["per_class"] for s in per_split.values()]
+        block["per_class"] = {
+            label: {
+                **{m: float(np.mean([c[label][m] for c in classes])) for m in PER_CLASS},
+                "support": sum(c[label]["support"] for c in classes),
+            }
+            for label in LABELS
+        }
+        scores[task] = block
+    scores["splits"] = {
+        str(k): {
+            "n_test_pairs": n_pairs[k],
+            **{t: {m: s[t][m] for m in (*SPLIT_METRICS, "invalid_rate")} for t in TASKS},
+        }
+        for k, s in per_split.items()
+    }
+    return _rounded(scores)
+
+
+def confusion_rows(splits: Mapping[int, pd.DataFrame], task: str) -> list[dict[str, str]]:
+    """Rows of DVC's `confusion` plot template over all splits, unparsed answers as INVALID."""
+    rows = []
+    for frame in splits.values():
+        for actual, predicted in zip(frame[f"{task}_label"], answered(frame[f"pred_{task}"]), strict=True):
+            rows.append({"actual": actual, "predicted": predicted})
+    return rows
+
+
+def plot_confusion(rows: list[dict[str, str]], title: str, path: Path) -> None:
+    """A PNG of the confusion counts summed over splits, for looking at results offline.
+
+    DVC's own confusion plot renders with Vega loaded from a CDN; this picture needs nothing. The
+    INVALID column is always drawn, so an empty one shows that every answer was parsed; the INVALID
+    row is cut off, since gold labels are never invalid.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    display = ConfusionMatrixDisplay.from_predictions(
+        [r["actual"] for r in rows],
+        [r["predicted"] for r in rows],
+        labels=[*LABELS, INVALID],
+        ax=ax,
+        colorbar=False,
+        cmap="Blues",
+    )
+    for text in display.text_[len(LABELS)]:
+        text.remove()
+    ax.set_ylim(len(LABELS) - 0.5, -0.5)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

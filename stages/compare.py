@@ -1,0 +1,88 @@
+"""Stage `compare`: our scores against the paper's tables for the active protocol.
+
+    python stages/compare.py metrics/scores.json reference/paper.yaml metrics/paper.json \
+        metrics/vs_paper.json reports/results.md [metrics/data.json]
+
+Writes the paper's LLaVAC numbers in the schema of scores.json, ours minus the paper's, and a
+Markdown report. Reads params `protocol`, `model` and `data.raw_dir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from common import choose, load_params, stage_logger
+
+from llavac.paper import RunInfo, load_paper, paper_scores, results_markdown, versus_paper
+
+SAMPLE_DIR = Path("artifacts/sample")
+"""Where the `sample` stage writes the synthetic dataset; a raw_dir under it is labelled as such."""
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def valid_pairs(data_json: Path) -> int | None:
+    """`valid_pairs` of the preprocess stage's metrics/data.json, or None when the file is absent."""
+    if not data_json.exists():
+        return None
+    data = json.loads(data_json.read_text(encoding="utf-8"))
+    if "valid_pairs" not in data:
+        sys.exit(f"error: {data_json} has no 'valid_pairs' count; re-run `dvc repro preprocess`")
+    return int(data["valid_pairs"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scores", type=Path, help="metrics/scores.json of the score stage")
+    parser.add_argument("paper", type=Path, help="reference/paper.yaml, the published tables")
+    parser.add_argument("paper_json", type=Path, help="the paper's numbers in our schema (written)")
+    parser.add_argument("vs_paper", type=Path, help="ours, paper and delta per metric (written)")
+    parser.add_argument("report", type=Path, help="Markdown results table (written)")
+    parser.add_argument("data_json", type=Path, nargs="?", default=Path("metrics/data.json"),
+                        help="preprocess counts, for the number of valid pairs (optional)")
+    args = parser.parse_args()
+    log = stage_logger("compare")
+    params = load_params()
+
+    if not args.scores.exists():
+        sys.exit(f"error: {args.scores} not found: run `dvc repro score` first")
+    ours = json.loads(args.scores.read_text(encoding="utf-8"))
+    try:
+        paper = load_paper(args.paper)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        sys.exit(f"error: {e}")
+    protocol = choose(params["protocol"], paper.protocols, "protocol")
+    raw_dir = str(params["data"]["raw_dir"])
+    run = RunInfo(
+        model=params["model"],
+        raw_dir=raw_dir,
+        synthetic_sample=Path(raw_dir).resolve().is_relative_to(SAMPLE_DIR.resolve()),
+        valid_pairs=valid_pairs(args.data_json),
+    )
+    log.info(
+        "loaded %s (%d split(s), %d test pairs) and %d published rows from %s; protocol %s, model %s, data %s%s",
+        args.scores, ours["n_splits"], ours["n_test_pairs"], len(paper.rows), args.paper,
+        protocol, run.model, raw_dir, " (synthetic sample)" if run.synthetic_sample else "",
+    )
+
+    published = paper_scores(paper, protocol)
+    deltas = versus_paper(ours, published)
+    write_json(args.paper_json, published)
+    write_json(args.vs_paper, deltas)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(results_markdown(paper, protocol, ours, run), encoding="utf-8")
+    for metric, d in deltas["multimodal"].items():
+        log.info("multimodal %s: ours %.2f, paper %.2f, delta %+.2f", metric, d["ours"], d["paper"], d["delta"])
+    log.info("wrote %s, %s and %s", args.paper_json, args.vs_paper, args.report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Stage `preprocess`: raw MVSA-Single folder -> usable pairs (Parquet) and data metrics, on Apache Spark.
+
+    python stages/preprocess.py RAW_DIR artifacts/pairs.parquet metrics/data.json
+
+Reads params `data.raw_dir` (passed as RAW_DIR by dvc.yaml) and `spark.*`. The pairs file is a
+single Parquet file (not a Spark part-file folder): `pandas.read_parquet` reads it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from common import load_params, stage_logger
+
+from llavac.data import mvsa
+from llavac.data.spark import preprocess, spark_session
+
+
+def main() -> None:
+    log = stage_logger("preprocess")
+    if len(sys.argv) != 4:
+        sys.exit("usage: python stages/preprocess.py RAW_DIR PAIRS_PARQUET METRICS_JSON")
+    raw_dir, pairs_path, metrics_path = (Path(arg) for arg in sys.argv[1:])
+    try:
+        mvsa.check_raw_layout(raw_dir)
+    except FileNotFoundError as error:
+        sys.exit(
+            f"error: {error}. Put the real dataset's MVSA_Single folder under data/ and run with "
+            "`-S data.raw_dir=data/MVSA_Single`, or run `dvc repro sample` for the synthetic sample."
+        )
+    spark_params = load_params()["spark"]
+    started = time.perf_counter()
+    spark = spark_session(spark_params["master"], spark_params["partitions"])
+    log.info("Spark %s on %s, %d partitions, started in %.1f s",
+             spark.version, spark_params["master"], spark_params["partitions"], time.perf_counter() - started)
+    started = time.perf_counter()
+    metrics = preprocess(spark, raw_dir, pairs_path)
+    spark.stop()
+    log.info("%d label rows -> %d valid pairs in %.1f s; multimodal labels %s",
+             metrics["raw_label_rows"], metrics["valid_pairs"], time.perf_counter() - started,
+             metrics["pairs_by_label"]["multimodal"])
+    log.info("dropped %s", {reason: n for reason, n in metrics["dropped"].items() if n})
+    log.info("wrote %s", pairs_path)
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    log.info("wrote %s", metrics_path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Scoring: scikit-learn's numbers, unparsed answers as wrong, mean ± std over splits, plots."""
+
+from __future__ import annotations
+
+import json
+import random
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+from llavac.labels import LABELS, TASKS
+from llavac.metrics import INVALID, confusion_rows, load_predictions, score_splits, task_scores
+
+REPO = Path(__file__).resolve().parents[1]
+ROUNDING = 0.005 + 1e-9
+"""scores.json keeps 2 decimals."""
+
+
+def make_split(rng: random.Random, n: int, first_id: int) -> list[dict]:
+    """Records in the predict stage's format: mostly right, some wrong, some unparsed (null)."""
+    records = []
+    for i in range(n):
+        gold = {t: rng.choice(LABELS) for t in TASKS}
+        record = {"id": first_id + i, "raw": "...", "probs": {"text": [0.2, 0.3, 0.5]}}
+        for t in TASKS:
+            record[f"{t}_label"] = gold[t]
+            roll = rng.random()
+            record[f"pred_{t}"] = gold[t] if roll < 0.6 else None if roll < 0.75 else rng.choice(LABELS)
+        records.append(record)
+    return records
+
+
+def write_predictions(pred_dir: Path, splits: dict[int, list[dict]]) -> None:
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    for k, records in splits.items():
+        (pred_dir / f"{k}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+@pytest.fixture
+def predictions(tmp_path: Path) -> tuple[Path, dict[int, list[dict]]]:
+    rng = random.Random(7)
+    splits = {k: make_split(rng, 40 + k, 1000 * k) for k in (1, 2, 3)}
+    write_predictions(tmp_path / "predictions", splits)
+    return tmp_path / "predictions", splits
+
+
+def sklearn_expectation(records: list[dict], task: str) -> dict[str, float]:
+    """What scikit-learn says for one split, an unparsed answer mapped to a label no gold pair has."""
+    gold = [r[f"{task}_label"] for r in records]
+    pred = [r[f"pred_{task}"] or "unparsed" for r in records]
+    _, _, per_class_f1, support = precision_recall_fscore_support(gold, pred, labels=list(LABELS), zero_division=0)
+    return {
+        "accuracy": 100 * accuracy_score(gold, pred),
+        "weighted_f1": 100 * f1_score(gold, pred, labels=list(LABELS), average="weighted", zero_division=0),
+        "macro_f1": 100 * f1_score(gold, pred, labels=list(LABELS), average="macro", zero_division=0),
+        "invalid_rate": 100 * sum(r[f"pred_{task}"] is None for r in records) / len(records),
+        "f1_by_class": dict(zip(LABELS, 100 * per_class_f1, strict=True)),
+        "support_by_class": dict(zip(LABELS, support.tolist(), strict=True)),
+    }
+
+
+def test_split_scores_equal_sklearn(predictions):
+    pred_dir, raw = predictions
+    splits = load_predictions(pred_dir)
+    assert sorted(splits) == [1, 2, 3]
+    for k, records in raw.items():
+        for task in TASKS:
+            ours = task_scores(splits[k][f"{task}_label"], splits[k][f"pred_{task}"])
+            expected = sklearn_expectation(records, task)
+            for metric in ("accuracy", "weighted_f1", "macro_f1", "invalid_rate"):
+                assert ours[metric] == pytest.approx(expected[metric])
+            for label in LABELS:
+                assert ours["per_class"][label]["f1"] == pytest.approx(expected["f1_by_class"][label])
+                assert ours["per_class"][label]["support"] == expected["support_by_class"][label]
+
+
+def test_unparsed_answer_is_invalid_and_wrong():
+    gold = pd.Series(["positive", "negative", "neutral", "positive"], dtype=object)
+    predicted = pd.Series(["positive", None, "neutral", None], dtype=object)
+    scores = task_scores(gold, predicted)
+    assert scores["invalid_rate"] == 50.0
+    assert scores["accuracy"] == 50.0
+    # every gold pair is in the support, so the two unparsed answers cost recall of their gold class
+    assert sum(c["support"] for c in scores["per_class"].values()) == 4
+    assert scores["per_class"]["positive"]["recall"] == 50.0
+    assert scores["per_class"]["negative"]["recall"] == 0.0
+    assert scores["weighted_f1"] < 100.0
+
+
+def test_mean_and_population_std_over_splits(predictions):
+    pred_dir, raw = predictions
+    scores = score_splits(load_predictions(pred_dir))
+    assert scores["n_splits"] == 3
+    assert scores["n_test_pairs"] == sum(len(r) for r in raw.values())
+    for task in TASKS:
+        per_split = [sklearn_expectation(records, task) for records in raw.values()]
+        for metric in ("accuracy", "weighted_f1", "macro_f1"):
+            values = [s[metric] for s in per_split]
+            assert scores[task][metric] == pytest.approx(np.mean(values), abs=ROUNDING)
+            assert scores[task][f"{metric}_std"] == pytest.approx(np.std(values), abs=ROUNDING)
+            assert scores[task][f"{metric}_std"] > 0
+        n_invalid = sum(r[f"pred_{task}"] is None for records in raw.values() for r in records)
+        assert scores[task]["invalid_rate"] == pytest.approx(100 * n_invalid / scores["n_test_pairs"], abs=ROUNDING)
+        support = {label: sum(s["support_by_class"][label] for s in per_split) for label in LABELS}
+        assert {label: scores[task]["per_class"][label]["support"] for label in LABELS} == support
+        for k, records in raw.items():
+            expected = sklearn_expectation(records, task)
+            assert scores["splits"][str(k)][task]["accuracy"] == pytest.approx(expected["accuracy"], abs=ROUNDING)
+            assert scores["splits"][str(k)]["n_test_pairs"] == len(records)
+
+
+def test_one_split_has_zero_std(tmp_path):
+    write_predictions(tmp_path, {1: make_split(random.Random(3), 25, 0)})
+    scores = score_splits(load_predictions(tmp_path))
+    assert scores["n_splits"] == 1
+    assert all(scores[t][f"{m}_std"] == 0.0 for t in TASKS for m in ("accuracy", "weighted_f1", "macro_f1"))
+
+
+def test_confusion_rows_cover_every_pair_of_every_split(predictions):
+    pred_dir, raw = predictions
+    rows = confusion_rows(load_predictions(pred_dir), "multimodal")
+    flat = [r for records in raw.values() for r in records]
+    assert rows == [{"actual": r["multimodal_label"], "predicted": r["pred_multimodal"] or INVALID} for r in flat]
+    assert any(row["predicted"] == INVALID for row in rows)
+
+
+def test_bad_predictions_are_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dvc repro predict"):
+        load_predictions(tmp_path)
+    record = make_split(random.Random(1), 1, 0)[0]
+    (tmp_path / "1.jsonl").write_text(json.dumps({**record, "pred_text": "happy"}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"1\.jsonl:1: pred_text='happy'"):
+        load_predictions(tmp_path)
+    del record["image_label"]
+    (tmp_path / "1.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="missing keys"):
+        load_predictions(tmp_path)
+
+
+def run_stage(monkeypatch: pytest.MonkeyPatch, cwd: Path, script: str, *args: str) -> None:
+    """`python stages/<script> args...` run in `cwd`, in this process to spare the imports."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.syspath_prepend(str(REPO / "stages"))
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    runpy.run_path(str(REPO / "stages" / script), run_name="__main__")
+
+
+def test_score_stage_writes_metrics_and_plots(predictions, tmp_path, monkeypatch):
+    pred_dir, raw = predictions
+    run_stage(monkeypatch, tmp_path, "score.py", str(pred_dir), "metrics/scores.json", "plots")
+    scores = json.loads((tmp_path / "metrics" / "scores.json").read_text())
+    assert scores == score_splits(load_predictions(pred_dir))
+    n_pairs = sum(len(r) for r in raw.values())
+    for task in TASKS:
+        rows = json.loads((tmp_path / "plots" / "confusion" / f"{task}.json").read_text())
+        assert len(rows) == n_pairs
+        png = tmp_path / "plots" / "png" / f"confusion_{task}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_score_stage_without_predictions_names_the_command(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit) as stop:
+        run_stage(monkeypatch, tmp_path, "score.py", "missing", "metrics/scores.json", "plots")
+    assert str(stop.value.code).startswith("error:") and "dvc repro predict" in str(stop.value.code)

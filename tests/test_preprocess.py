@@ -1,0 +1,144 @@
+"""Spark preprocessing: every record becomes a pair or is counted under one reason; the output's shape."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from pandas.api.types import is_string_dtype
+
+from llavac.data import mvsa
+from llavac.data.sample import write_sample
+from llavac.data.spark import PAIRS_SCHEMA, preprocess
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _raw_folder(root: Path, write_mvsa, jpeg, newline: str) -> tuple[Path, dict[str, Any]]:
+    """A small raw folder with one record of every kind, and what preprocessing must make of it."""
+    good = "positive news …".encode("gbk")
+    image = jpeg(40, 30)
+    lines, files = [], {}
+    # (label line, text bytes or None for no file, image bytes or None, expected drop reason or None)
+    records = [
+        ("3\tpositive,positive", "RT @fan: 北京 great game … http://t.co/ab ??".encode("gbk"), jpeg(50, 20), None),
+        ("1\tneutral,negative", b"the train starts at 5 pm", jpeg(31, 47, (20, 30, 120)), None),
+        ("2\tnegative,neutral", b"so sad #news \x81", image, None),  # invalid tail, like id 5084: kept
+        ("4\tneutral,neutral", "so sad…".encode("utf-8"), image, None),
+        ("5\tpositive,negative", good, image, mvsa.LABEL_CONFLICT),
+        ("6\tnegative,positive", good, image, mvsa.LABEL_CONFLICT),
+        ("7\tpositive", good, image, mvsa.MALFORMED_LABEL_LINE),
+        ("8\thappy,positive", good, image, mvsa.UNKNOWN_LABEL),
+        ("9\tneutral,neutral", good, image, mvsa.DUPLICATE_ID),
+        ("10\tneutral,positive", None, image, mvsa.MISSING_TEXT),
+        ("11\tpositive,neutral", good, None, mvsa.MISSING_IMAGE),
+        ("12\tpositive,neutral", None, None, mvsa.MISSING_TEXT),  # both missing: the first reason counts
+        ("13\tneutral,neutral", b"", image, mvsa.EMPTY_TEXT),
+        ("14\tneutral,neutral", b" \r\n", image, mvsa.EMPTY_TEXT),
+        ("15\tneutral,neutral", b"\x81\x20" * 4, image, mvsa.UNDECODABLE_TEXT),
+        ("16\tnegative,negative", good, image[: len(image) // 2], mvsa.CORRUPT_IMAGE),
+        ("17\tnegative,negative", good, b"", mvsa.CORRUPT_IMAGE),
+        ("18\tnegative,negative", good, b"not a jpeg", mvsa.CORRUPT_IMAGE),
+        ("19\tnegative,negative", b"", image[:100], mvsa.EMPTY_TEXT),  # empty text comes before corrupt image
+        ("9\tpositive,neutral", None, None, mvsa.DUPLICATE_ID),  # a second annotation of id 9
+    ]
+    for line, text, image_bytes, _ in records:
+        record_id = line.split("\t")[0]
+        lines.append(line)
+        if text is not None:
+            files[f"{record_id}.txt"] = text
+        if image_bytes is not None:
+            files[f"{record_id}.jpg"] = image_bytes
+    lines.insert(5, "")  # a blank line is not a record
+    files.update({"30.txt": good, "30.jpg": image, "notes.txt": b"not a tweet"})  # no label rows
+    expected = {
+        "raw_label_rows": len(records),
+        "valid_pairs": sum(reason is None for *_, reason in records),
+        "dropped": {reason: sum(r == reason for *_, r in records) for reason in mvsa.DROP_REASONS},
+        # 30.txt, notes.txt and the texts of the unusable lines 7 and 8; 30.jpg and the images of 7 and 8.
+        "unmatched_files": {"text": 4, "image": 3},
+    }
+    return write_mvsa(root, lines, files, newline=newline), expected
+
+
+@pytest.fixture(scope="module", params=["\r\n", "\n"], ids=["crlf", "lf"])
+def preprocessed(request, tmp_path_factory, spark, write_mvsa, jpeg) -> tuple[Path, Path, dict, dict]:
+    root = tmp_path_factory.mktemp("raw")
+    raw_dir, expected = _raw_folder(root / "MVSA_Single", write_mvsa, jpeg, request.param)
+    out_path = root / "out" / "pairs.parquet"
+    return raw_dir, out_path, preprocess(spark, raw_dir, out_path), expected
+
+
+def test_every_record_is_a_pair_or_counted_under_its_reason(preprocessed) -> None:
+    _, _, metrics, expected = preprocessed
+    for key, value in expected.items():
+        assert metrics[key] == value, key
+    assert metrics["raw_label_rows"] == metrics["valid_pairs"] + sum(metrics["dropped"].values())
+
+
+def test_label_counts(preprocessed) -> None:
+    _, _, metrics, _ = preprocessed
+    assert metrics["pairs_by_label"] == {
+        "multimodal": {"negative": 2, "neutral": 1, "positive": 1},
+        "text": {"negative": 1, "neutral": 2, "positive": 1},
+        "image": {"negative": 1, "neutral": 2, "positive": 1},
+    }
+    # Well-formed rows: all but the malformed (7) and unknown-label (8) lines.
+    assert sum(metrics["raw_labels"]["text"].values()) == metrics["raw_label_rows"] - 2
+    assert metrics["texts_with_replacement"] == 1
+    assert metrics["texts_decoded_as_utf8"] == 1
+
+
+def test_pairs_file_columns_dtypes_and_order(preprocessed) -> None:
+    raw_dir, out_path, _, _ = preprocessed
+    pairs = pd.read_parquet(out_path)
+    assert list(pairs.columns) == PAIRS_SCHEMA.names
+    for column in ("id", "image_width", "image_height"):
+        assert pairs[column].dtype == "int64"
+    for column in ("text", "text_label", "image_label", "multimodal_label", "image_path", "image_sha256"):
+        assert is_string_dtype(pairs[column])
+    assert pairs["id"].tolist() == [1, 2, 3, 4]
+    assert pairs["multimodal_label"].tolist() == ["negative", "negative", "positive", "neutral"]
+    first = pairs.set_index("id").loc[3]
+    assert first["text"] == "RT @fan: 北京 great game … http://t.co/ab ??"
+    assert (first["image_width"], first["image_height"]) == (50, 20)
+    assert pairs.set_index("id").loc[2, "text"] == "so sad #news " + mvsa.REPLACEMENT_CHARACTER
+    for row in pairs.itertuples():
+        assert row.image_path == f"data/{row.id}.jpg"
+        assert hashlib.sha256((raw_dir / row.image_path).read_bytes()).hexdigest() == row.image_sha256
+
+
+def test_output_is_byte_identical_when_run_again(preprocessed, spark) -> None:
+    raw_dir, out_path, metrics, _ = preprocessed
+    again = out_path.with_name("again.parquet")
+    assert preprocess(spark, raw_dir, again) == metrics
+    assert again.read_bytes() == out_path.read_bytes()
+
+
+def test_the_sample_comes_out_as_its_writer_says(tmp_path: Path, spark) -> None:
+    summary = write_sample(tmp_path, 60, seed=5, min_side=16, max_side=24)
+    metrics = preprocess(spark, tmp_path / "MVSA_Single", tmp_path / "pairs.parquet")
+    assert metrics["dropped"] == {reason: len(ids) for reason, ids in summary.drops.items()}
+    assert metrics["valid_pairs"] == summary.expected_pairs == len(pd.read_parquet(tmp_path / "pairs.parquet"))
+    assert metrics["raw_labels"] == {"text": summary.text_labels, "image": summary.image_labels}
+    assert metrics["texts_with_replacement"] == len(summary.replaced_text_ids)
+
+
+def test_a_missing_label_file_is_one_clear_error(tmp_path: Path, spark) -> None:
+    (tmp_path / "MVSA_Single" / mvsa.DATA_DIR).mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=mvsa.LABEL_FILE):
+        preprocess(spark, tmp_path / "MVSA_Single", tmp_path / "pairs.parquet")
+
+
+def test_stage_says_where_to_put_the_data(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "preprocess.py"), str(tmp_path / "MVSA_Single"), "p.parquet", "m.json"],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and "dvc repro sample" in done.stderr and "data/" in done.stderr
