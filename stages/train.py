@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import os
 from pathlib import Path
 
 import matplotlib
@@ -65,8 +67,12 @@ def main() -> None:
         )
         histories[split] = result["history"]
         log.info("split %s: %d steps, mean training loss %.4f -> %s", split, result["steps"], result["train_loss"], args.out_dir / split)
-    plot_losses(histories, args.live_dir / "training_loss.png")
+    if int(os.environ.get("RANK", "0")) == 0:
+        plot_losses(histories, args.live_dir / "training_loss.png")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"error: {error}")

@@ -55,13 +55,14 @@ def _raw_folder(root: Path, write_mvsa, jpeg, newline: str) -> tuple[Path, dict[
         if image_bytes is not None:
             files[f"{record_id}.jpg"] = image_bytes
     lines.insert(5, "")  # a blank line is not a record
-    files.update({"30.txt": good, "30.jpg": image, "notes.txt": b"not a tweet"})  # no label rows
+    files.update({"30.txt": good, "30.jpg": image, "notes.txt": b"not a tweet", "03.txt": good})  # no label rows
     expected = {
         "raw_label_rows": len(records),
         "valid_pairs": sum(reason is None for *_, reason in records),
         "dropped": {reason: sum(r == reason for *_, r in records) for reason in mvsa.DROP_REASONS},
-        # 30.txt, notes.txt and the texts of the unusable lines 7 and 8; 30.jpg and the images of 7 and 8.
-        "unmatched_files": {"text": 4, "image": 3},
+        # 30.txt, notes.txt, 03.txt (not id 3's) and the texts of the unusable lines 7 and 8;
+        # 30.jpg and the images of 7 and 8.
+        "unmatched_files": {"text": 5, "image": 3},
     }
     return write_mvsa(root, lines, files, newline=newline), expected
 
@@ -127,6 +128,16 @@ def test_the_sample_comes_out_as_its_writer_says(tmp_path: Path, spark) -> None:
     assert metrics["valid_pairs"] == summary.expected_pairs == len(pd.read_parquet(tmp_path / "pairs.parquet"))
     assert metrics["raw_labels"] == {"text": summary.text_labels, "image": summary.image_labels}
     assert metrics["texts_with_replacement"] == len(summary.replaced_text_ids)
+
+
+@pytest.mark.parametrize("lines", [[], ["1\tpositive", "2\thappy,neutral"]], ids=["no_rows", "no_usable_rows"])
+def test_a_folder_without_usable_records_gives_an_empty_pairs_file(tmp_path: Path, spark, write_mvsa, lines) -> None:
+    raw_dir = write_mvsa(tmp_path / "MVSA_Single", lines, {})
+    metrics = preprocess(spark, raw_dir, tmp_path / "pairs.parquet")
+    assert metrics["valid_pairs"] == 0
+    assert metrics["raw_label_rows"] == sum(metrics["dropped"].values()) == len(lines)
+    pairs = pd.read_parquet(tmp_path / "pairs.parquet")
+    assert pairs.empty and list(pairs.columns) == PAIRS_SCHEMA.names and pairs["id"].dtype == "int64"
 
 
 def test_a_missing_label_file_is_one_clear_error(tmp_path: Path, spark) -> None:

@@ -43,11 +43,11 @@ def parse_answer(raw: str) -> tuple[str | None, str | None, str | None]:
 
 
 def load_classifier(adapter_dir: Path, base: str, precision: str) -> tuple[PeftModel, ProcessorMixin]:
-    """The base model with the adapter (LoRA + trained projector) applied, in eval mode."""
+    """The base model with the adapter (LoRA + trained projector) applied, in eval mode, on the GPU if any."""
     model, _ = load_base(base, precision)
     model = PeftModel.from_pretrained(model, str(adapter_dir))
     processor = AutoProcessor.from_pretrained(str(adapter_dir))
-    return model.eval(), processor
+    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), processor
 
 
 def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -92,14 +92,14 @@ def preprocess(spark: SparkSession, raw_dir: Path, out_path: Path) -> dict[str, 
     mvsa.check_raw_layout(raw_dir)
     data_dir = (raw_dir / mvsa.DATA_DIR).resolve()
     labels = spark.read.text(str((raw_dir / mvsa.LABEL_FILE).resolve())).mapInPandas(_parse_labels, _LABELS_SCHEMA)
-    text_files, image_files = _data_files(spark, data_dir, "txt"), _data_files(spark, data_dir, "jpg")
-    texts = text_files.mapInPandas(_decode_texts, _TEXTS_SCHEMA)
-    images = image_files.mapInPandas(_inspect_images, _IMAGES_SCHEMA)
+    texts = _data_files(spark, data_dir, "txt").mapInPandas(_decode_texts, _TEXTS_SCHEMA)
+    images = _data_files(spark, data_dir, "jpg").mapInPandas(_inspect_images, _IMAGES_SCHEMA)
     rows = labels.join(texts, "id", "left").join(images, "id", "left").toPandas()
     rows["id"] = rows["id"].astype("Int64")
-    # File scans skip zero-byte files; the listing keeps them, so a listed file that was not read is empty.
-    listed = {kind: _file_ids(pd.Series(files.inputFiles(), dtype="str"))
-              for kind, files in (("text", text_files), ("image", image_files))}
+    # Spark's file scans skip zero-byte files, so the driver lists data/ itself (it sees raw_dir
+    # anyway; DataFrame.inputFiles() would cross py4j once per file): a listed file not read is empty.
+    listed = {kind: _file_ids(pd.Series(sorted(path.name for path in data_dir.glob(f"*.{extension}")), dtype="str"))
+              for kind, extension in (("text", "txt"), ("image", "jpg"))}
     log.info("read %d label rows, %d text files, %d image files from %s",
              len(rows), len(listed["text"]), len(listed["image"]), raw_dir)
 
@@ -123,14 +123,20 @@ def _data_files(spark: SparkSession, data_dir: Path, extension: str) -> DataFram
 
 
 def _file_ids(paths: pd.Series) -> pd.Series:
-    """The id in ``.../data/<id>.<ext>``; null for a file not named by an integer id."""
-    return pd.to_numeric(paths.str.extract(r"/(\d+)\.[^./]+$", expand=False), errors="coerce").astype("Int64")
+    """The id in ``<id>.<ext>`` or ``.../data/<id>.<ext>``; null for any other name.
+
+    Only canonical ids (``12``, not ``012``), so two files never claim one id and double a label row in the join.
+    """
+    ids = paths.str.extract(r"(?:^|/)(0|[1-9]\d*)\.[^./]+$", expand=False)
+    return pd.to_numeric(ids, errors="coerce").astype("Int64")
 
 
 def _parse_labels(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """Label lines -> id and labels, or the reason the line is unusable. Header and blank lines are not records."""
     for batch in batches:
         lines = batch["value"][[not mvsa.is_label_header(line) and line.strip() != "" for line in batch["value"]]]
+        if lines.empty:  # an untyped empty frame would not convert to the schema
+            continue
         parsed = [mvsa.parse_label_line(line) for line in lines]
         rows = [row if isinstance(row, mvsa.LabelRow) else mvsa.LabelRow(None, None, None) for row in parsed]
         yield pd.DataFrame(

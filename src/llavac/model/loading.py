@@ -39,6 +39,13 @@ def torch_dtype(precision: str) -> torch.dtype:
 
 def load_base(name_or_path: str, precision: str) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
     """Load a llava-hf model and its processor from a hub id or a directory."""
-    model = LlavaForConditionalGeneration.from_pretrained(name_or_path, dtype=torch_dtype(precision))
-    processor = AutoProcessor.from_pretrained(name_or_path)
+    try:
+        model = LlavaForConditionalGeneration.from_pretrained(name_or_path, dtype=torch_dtype(precision))
+        processor = AutoProcessor.from_pretrained(name_or_path)
+    except OSError as error:
+        raise FileNotFoundError(
+            f"cannot load the base model {name_or_path!r}: {error}\nOn a machine without network, download "
+            f"it elsewhere (`hf download {name_or_path} --local-dir DIR`), copy DIR here and set "
+            "models.<model>.pretrained to DIR in params.yaml (or `dvc exp run -S ...`)."
+        ) from error
     return model, processor
