@@ -41,19 +41,19 @@ _LABEL_MIX: tuple[tuple[str, str, int], ...] = (
     ("negative", "positive", 1),
 )
 
+# A small lexicon, two sentiment words per tweet: a model of a few hundred thousand random-init
+# parameters, adapted by LoRA alone, must be able to read the text label within a CPU minute.
 _SENTIMENT_WORDS: dict[str, tuple[str, ...]] = {
-    "positive": ("love", "great", "happy", "amazing", "beautiful", "awesome", "wonderful", "best",
-                 "excited", "fantastic", "proud", "lovely", "perfect", "brilliant", "glad", "blessed"),
-    "negative": ("hate", "sad", "terrible", "awful", "worst", "angry", "broken", "horrible",
-                 "disgusting", "crying", "upset", "scared", "disappointed", "tragic", "miserable", "ruined"),
+    "positive": ("love", "great", "happy", "amazing", "beautiful", "awesome"),
+    "negative": ("hate", "sad", "terrible", "awful", "worst", "angry"),
 }
 _SENTIMENT_TEMPLATES = (
-    "{w} {topic} today",
-    "this {topic} is {w}",
-    "so {w} about the {topic}",
+    "{w} {w2} {topic} today",
+    "this {topic} is {w} and {w2}",
+    "so {w} about the {topic}, {w2}",
     "{w} {w2} {topic}",
-    "feeling {w} after the {topic}",
-    "what a {w} {topic} {w2}",
+    "feeling {w} after the {topic}, {w2}",
+    "what a {w} {topic}, {w2}",
 )
 _NEUTRAL_TEMPLATES = (
     "the {topic} starts at {hour} pm",
