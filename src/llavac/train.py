@@ -178,4 +178,9 @@ def train_split(
         trainer.save_model(str(out_dir))
         processor.save_pretrained(str(out_dir))
         (out_dir / "recipe.json").write_text(json.dumps({"base": base, **asdict(recipe)}, indent=2) + "\n")
-    return {"train_loss": result.training_loss, "steps": result.global_step, "history": trainer.state.log_history}
+    return {
+        "train_loss": result.training_loss,
+        "steps": result.global_step,
+        "samples_per_second": result.metrics["train_samples_per_second"],
+        "history": trainer.state.log_history,
+    }

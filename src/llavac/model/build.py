@@ -70,12 +70,20 @@ def tokenizer_corpus(texts: Iterable[str]) -> list[str]:
 
 
 def build_llava(
-    out_dir: Path, texts: Iterable[str], architecture: dict[str, Any], seed: int
+    out_dir: Path,
+    texts: Iterable[str],
+    architecture: dict[str, Any],
+    seed: int,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
 ) -> Path:
     """Write a random-init llava-hf model + processor to `out_dir` and return it.
 
     `architecture` holds `vision` (CLIPVisionConfig fields incl. image_size, patch_size), `text`
-    (LlamaConfig fields) and `vocab_size`; the image-token count follows from the vision side.
+    (LlamaConfig fields) and `vocab_size` (the embedding size; the trained tokenizer may use fewer,
+    as llava-hf pads its 32000 tokens to 32064); the image-token count follows from the vision side.
+    `dtype` and `device` only matter at 7B scale, where initialising on the GPU in bf16 takes
+    seconds instead of minutes.
     """
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(tokenizer_corpus(texts), architecture["vocab_size"])
@@ -84,7 +92,7 @@ def build_llava(
     n_image_tokens = (image_side // vision.patch_size) ** 2
     text = LlamaConfig(
         **architecture["text"],
-        vocab_size=len(tokenizer),
+        vocab_size=max(len(tokenizer), architecture["vocab_size"]),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -97,7 +105,8 @@ def build_llava(
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
     )
-    model = LlavaForConditionalGeneration(config)
+    with torch.device(device):
+        model = LlavaForConditionalGeneration(config).to(dtype)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     image_processor = CLIPImageProcessorPil(
