@@ -41,3 +41,11 @@ def stage_logger(name: str) -> logging.Logger:
     """One logger per stage, saying what it loads, does and writes."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     return logging.getLogger(name)
+
+
+def numbered_dirs(parent: Path, produced_by: str) -> list[Path]:
+    """The split folders `1`, `2`, ... under `parent`, in numeric order; a clear error if there are none."""
+    dirs = sorted((d for d in parent.glob("*") if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
+    if not dirs:
+        sys.exit(f"error: no split folders under {parent}: run `dvc repro {produced_by}` first")
+    return dirs

@@ -8,19 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import choose, load_params, stage_logger
+from common import choose, load_params, numbered_dirs, stage_logger
+from llavac.data.splits import PARTS
 from llavac.prompt import IMAGE_POSITIONS, llava_record
-
-PARTS = ("train", "val", "test")
-
 
 def format_splits(splits_dir: Path, out_dir: Path, image_position: str) -> dict[str, int]:
     """Write `<out_dir>/<K>/<part>.json` for every split folder K under `splits_dir`; return record counts."""
-    split_dirs = sorted((d for d in splits_dir.iterdir() if d.is_dir()), key=lambda d: int(d.name))
-    if not split_dirs:
-        raise SystemExit(f"error: no split folders under {splits_dir}: run `dvc repro split` first")
     counts = {}
-    for split_dir in split_dirs:
+    for split_dir in numbered_dirs(splits_dir, "split"):
         (out_dir / split_dir.name).mkdir(parents=True, exist_ok=True)
         for part in PARTS:
             pairs = pd.read_parquet(split_dir / f"{part}.parquet")

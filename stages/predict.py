@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from common import load_params, stage_logger
-from llavac.predict import generate_answers, load_classifier, prediction_rows
+from common import load_params, numbered_dirs, stage_logger
+from llavac.labels import TASKS
+from llavac.predict import predict_records
 
 
 def main() -> None:
@@ -21,16 +22,14 @@ def main() -> None:
     log = stage_logger("predict")
     settings = load_params()["predict"]
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    for adapter in sorted((d for d in args.adapters_dir.iterdir() if d.is_dir()), key=lambda d: int(d.name)):
-        recipe = json.loads((adapter / "recipe.json").read_text())
+    for adapter in numbered_dirs(args.adapters_dir, "train"):
         records = json.loads((args.llava_dir / adapter.name / "test.json").read_text(encoding="utf-8"))
-        model, processor = load_classifier(adapter, recipe["base"], recipe["precision"])
-        answers = generate_answers(model, processor, records, args.image_folder, settings["batch_size"], settings["max_new_tokens"])
-        rows = prediction_rows(records, answers)
-        with open(args.out_dir / f"{adapter.name}.jsonl", "w", encoding="utf-8") as f:
+        rows = predict_records(adapter, records, args.image_folder, settings["batch_size"], settings["max_new_tokens"])
+        out = args.out_dir / f"{adapter.name}.jsonl"
+        with open(out, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        unparsed = sum(row[f"pred_{t}"] is None for row in rows for t in ("text", "image", "multimodal"))
-        log.info("split %s: %d test pairs, %d unparseable slots -> %s", adapter.name, len(rows), unparsed, args.out_dir / f"{adapter.name}.jsonl")
+        unparsed = sum(row[f"pred_{task}"] is None for row in rows for task in TASKS)
+        log.info("split %s: %d test pairs, %d unparseable slots -> %s", adapter.name, len(rows), unparsed, out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from pathlib import Path
 from common import stage_logger
 
 from llavac.labels import TASKS
-from llavac.metrics import confusion_rows, load_predictions, plot_confusion, score_splits
+from llavac.metrics import confusion_rows, load_predictions, score_splits
+from llavac.plots import plot_confusion
 
 
 def main() -> None:

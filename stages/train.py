@@ -7,33 +7,31 @@ Run as `python stages/train.py ...` on a CPU or one GPU, or under `deepspeed --n
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
 import json
-import sys
 import os
+import sys
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from common import load_params, model_block, stage_logger  # noqa: E402
-from llavac.model.loading import read_pointer  # noqa: E402
-from llavac.train import Recipe, train_split  # noqa: E402
+from common import load_params, model_block, numbered_dirs, stage_logger
+from llavac.model.loading import read_pointer
+from llavac.plots import plot_training_loss
+from llavac.train import Recipe, train_split
 
 
-def plot_losses(histories: dict[str, list[dict]], path: Path) -> None:
-    """Training loss per step, one line per split, as a PNG to open offline."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for split, history in histories.items():
-        steps = [h["step"] for h in history if "loss" in h]
-        ax.plot(steps, [h["loss"] for h in history if "loss" in h], label=f"split {split}", linewidth=1)
-    ax.set(xlabel="optimizer step", ylabel="training loss (answer tokens)", title="LoRA fine-tuning")
-    ax.legend(fontsize="small", ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def recipe_from(block: dict) -> Recipe:
+    """The selected model's recipe; an unknown or missing key is named, with the allowed ones."""
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    given = set(block.get("recipe", {}))
+    if given != fields:
+        sys.exit(
+            f"error: the model's recipe has unknown keys {sorted(given - fields)} and lacks {sorted(fields - given)}; "
+            f"the keys are: {', '.join(sorted(fields))}"
+        )
+    return Recipe(**block["recipe"])
 
 
 def main() -> None:
@@ -47,12 +45,12 @@ def main() -> None:
     args, _ = parser.parse_known_args()  # the deepspeed launcher appends --local_rank=N
     log = stage_logger("train")
     params = load_params()
-    recipe = Recipe(**model_block(params)["recipe"])
+    recipe = recipe_from(model_block(params))
     base = read_pointer(args.base_dir)
-    splits = sorted((d.name for d in args.llava_dir.iterdir() if d.is_dir()), key=int)
     histories = {}
-    for split in splits:
-        records = json.loads((args.llava_dir / split / "train.json").read_text(encoding="utf-8"))
+    for split_dir in numbered_dirs(args.llava_dir, "format"):
+        split = split_dir.name
+        records = json.loads((split_dir / "train.json").read_text(encoding="utf-8"))
         log.info("split %s: fine-tuning %s on %d pairs", split, base, len(records))
         result = train_split(
             base,
@@ -67,8 +65,12 @@ def main() -> None:
         )
         histories[split] = result["history"]
         log.info("split %s: %d steps, mean training loss %.4f -> %s", split, result["steps"], result["train_loss"], args.out_dir / split)
+        # Ten 7B engines in one process would otherwise pile up on the GPU.
+        del result
+        gc.collect()
+        torch.cuda.empty_cache()
     if int(os.environ.get("RANK", "0")) == 0:
-        plot_losses(histories, args.live_dir / "training_loss.png")
+        plot_training_loss(histories, args.live_dir / "training_loss.png")
 
 
 if __name__ == "__main__":

@@ -187,3 +187,41 @@ def test_batched_prediction_equals_one_at_a_time(adapter, world):
 ])
 def test_parser_reads_odd_answers(raw, expected):
     assert parse_answer(raw) == expected
+
+
+def test_checkpoints_of_another_run_are_discarded_on_resume(adapter, world):
+    root = world["root"]
+    other = world["records"][:4]  # different data: the split's old checkpoint must not be reused
+    result = train_split(world["base"], other, world["images"], root / "adapter3", root / "ckpt",
+                         root / "live3", RECIPE, seed=0, resume=True)
+    # A fresh run on 4 records is 2 steps; the stale checkpoint sits at step 4.
+    assert result["steps"] == 2, "a foreign checkpoint was resumed instead of training"
+
+
+def test_classify_cli_reads_csv_jsonl_and_folders(adapter, world, tmp_path):
+    from llavac.cli import main
+
+    images = world["images"] / "data"
+    (tmp_path / "pairs.csv").write_text(
+        "id,image,text\n" + "".join(f"cat_{i},{images / f'{i}.jpg'},{TEXTS[i]}\n" for i in range(3)), encoding="utf-8"
+    )
+    (tmp_path / "pairs.jsonl").write_text(
+        "".join(json.dumps({"image": str(images / f"{i}.jpg"), "text": TEXTS[i]}) + "\n" for i in range(2)))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"tweet{i}.jpg").write_bytes((images / f"{i}.jpg").read_bytes())
+        (folder / f"tweet{i}.txt").write_bytes(TEXTS[i].encode("gbk"))
+    for source, ids in (("pairs.csv", ["cat_0", "cat_1", "cat_2"]), ("pairs.jsonl", [1, 2]), ("folder", ["tweet0", "tweet1"])):
+        out = tmp_path / f"{source}.out.jsonl"
+        main(["classify", str(tmp_path / source), "--adapter", str(adapter), "--out", str(out), "--batch-size", "2"])
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["id"] for r in rows] == ids
+        assert all({"raw", "pred_text", "pred_image", "pred_multimodal"} <= set(r) for r in rows)
+
+
+def test_classify_cli_without_an_adapter_says_which_stage_makes_it(tmp_path):
+    from llavac.cli import main
+
+    with pytest.raises(SystemExit, match="dvc repro train"):
+        main(["classify", str(tmp_path), "--adapter", str(tmp_path / "nothing")])

@@ -46,7 +46,7 @@ def test_llava_record_shape():
     pair = {"id": 7, "text": "so happy #sun", "text_label": "positive", "image_label": "neutral",
             "multimodal_label": "positive", "image_path": "data/7.jpg"}
     record = llava_record(pair, "front")
-    assert record["id"] == "7" and record["image"] == "data/7.jpg"
+    assert record["id"] == 7 and record["image"] == "data/7.jpg"
     assert [t["from"] for t in record["conversations"]] == ["human", "gpt"]
     assert record["conversations"][0]["value"] == human_turn("so happy #sun", "front")
     assert record["conversations"][1]["value"] == "positive, neutral, positive"

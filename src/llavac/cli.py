@@ -17,6 +17,7 @@ from typing import Any
 
 from llavac.data.fetch import fetch_splits
 from llavac.data.splits import PROTOCOLS
+from llavac.prompt import IMAGE_POSITIONS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -41,10 +42,12 @@ def read_inputs(source: Path) -> tuple[list[dict[str, Any]], Path]:
     if source.suffix == ".csv":
         with open(source, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-    elif source.suffix in (".jsonl", ".json"):
+    elif source.suffix == ".jsonl":
         rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif source.suffix == ".json":
+        rows = json.loads(source.read_text(encoding="utf-8"))
     else:
-        raise ValueError(f"{source}: give a folder, a .csv or a .jsonl file")
+        raise ValueError(f"{source}: give a folder, a .csv, a .jsonl or a .json (array) file")
     missing = [i for i, row in enumerate(rows, 1) if not row.get("image") or row.get("text") is None]
     if missing:
         raise ValueError(f"{source}: rows {missing[:10]} lack an `image` or `text` value")
@@ -53,20 +56,18 @@ def read_inputs(source: Path) -> tuple[list[dict[str, Any]], Path]:
 
 def classify(adapter: Path, source: Path, out: Path, batch_size: int, max_new_tokens: int, image_position: str) -> int:
     """Label every pair of `source` with a trained adapter; write one JSON line per pair to `out`."""
-    from llavac.predict import generate_answers, load_classifier, prediction_rows
+    from llavac.predict import predict_records
     from llavac.prompt import human_turn
 
     rows, image_folder = read_inputs(source)
-    recipe = json.loads((adapter / "recipe.json").read_text())
     records = [
         {"id": row["id"], "image": row["image"], "conversations": [{"from": "human", "value": human_turn(row["text"], image_position)}]}
         for row in rows
     ]
-    model, processor = load_classifier(adapter, recipe["base"], recipe["precision"])
-    answers = generate_answers(model, processor, records, image_folder, batch_size, max_new_tokens)
+    predictions = predict_records(adapter, records, image_folder, batch_size, max_new_tokens)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in prediction_rows(records, answers))
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
     return len(records)
 
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--out", type=Path, default=Path("predictions.jsonl"))
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--max-new-tokens", type=int, default=16)
-    run.add_argument("--image-position", choices=("front", "inline"), default="front",
+    run.add_argument("--image-position", choices=IMAGE_POSITIONS, default="front",
                      help="must match the prompt.image_position the adapter was trained with")
     commands.add_parser("paper-tags", help="tag paper-<protocol> commits holding the paper's numbers")
     args = parser.parse_args(argv)

@@ -14,21 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # plots are written to files, never shown; no display on servers
-
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
-    ConfusionMatrixDisplay,
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
     accuracy_score,
     f1_score,
     precision_recall_fscore_support,
 )
 
-from llavac.labels import LABELS, TASKS  # noqa: E402
+from llavac.labels import LABELS, TASKS
 
 INVALID = "invalid"
 """Stand-in for an unparsed answer: not in LABELS, so scikit-learn counts it wrong for every pair."""
@@ -183,29 +177,3 @@ def confusion_rows(splits: Mapping[int, pd.DataFrame], task: str) -> list[dict[s
         for actual, predicted in zip(frame[f"{task}_label"], answered(frame[f"pred_{task}"]), strict=True):
             rows.append({"actual": actual, "predicted": predicted})
     return rows
-
-
-def plot_confusion(rows: list[dict[str, str]], title: str, path: Path) -> None:
-    """A PNG of the confusion counts summed over splits, for looking at results offline.
-
-    DVC's own confusion plot renders with Vega loaded from a CDN; this picture needs nothing. The
-    INVALID column is always drawn, so an empty one shows that every answer was parsed; the INVALID
-    row is cut off, since gold labels are never invalid.
-    """
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    display = ConfusionMatrixDisplay.from_predictions(
-        [r["actual"] for r in rows],
-        [r["predicted"] for r in rows],
-        labels=[*LABELS, INVALID],
-        ax=ax,
-        colorbar=False,
-        cmap="Blues",
-    )
-    for text in display.text_[len(LABELS)]:
-        text.remove()
-    ax.set_ylim(len(LABELS) - 0.5, -0.5)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -6,6 +6,7 @@ tokens, so batching with left padding gives the same answers many times faster.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -77,6 +78,15 @@ def generate_answers(
     return answers
 
 
+def predict_records(
+    adapter_dir: Path, records: Sequence[dict[str, Any]], image_folder: Path, batch_size: int, max_new_tokens: int
+) -> list[dict[str, Any]]:
+    """Prediction rows for `records` with the adapter in `adapter_dir` (its recipe.json names the base)."""
+    recipe = json.loads((adapter_dir / "recipe.json").read_text())
+    model, processor = load_classifier(adapter_dir, recipe["base"], recipe["precision"])
+    return prediction_rows(records, generate_answers(model, processor, records, image_folder, batch_size, max_new_tokens))
+
+
 def prediction_rows(records: Sequence[dict[str, Any]], answers: Sequence[str]) -> list[dict[str, Any]]:
     """One output row per pair: the raw answer, the parsed labels, and the gold labels where known."""
     rows = []
@@ -84,7 +94,7 @@ def prediction_rows(records: Sequence[dict[str, Any]], answers: Sequence[str]) -
         parsed = dict(zip(TASKS, parse_answer(raw), strict=True))
         rows.append(
             {
-                "id": int(record["id"]),
+                "id": record["id"],
                 "raw": raw,
                 **{f"pred_{task}": parsed[task] for task in TASKS},
                 **{f"{task}_label": record[f"{task}_label"] for task in TASKS if f"{task}_label" in record},

@@ -74,7 +74,7 @@ def llava_record(
     The gold labels ride along as extra keys; the LLaVA repository ignores keys it does not know.
     """
     return {
-        "id": str(pair["id"]),
+        "id": pair["id"],
         "image": pair["image_path"],
         "conversations": [
             {"from": "human", "value": human_turn(pair["text"], image_position)},

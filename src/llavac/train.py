@@ -7,6 +7,7 @@ padding of images, cosine schedule with warmup, DeepSpeed ZeRO when GPUs are pre
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from dvclive import Live
 from dvclive.huggingface import DVCLiveCallback
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch.utils.data import Dataset
-from transformers import LlavaForConditionalGeneration, ProcessorMixin, Trainer, TrainingArguments
+from transformers import LlavaForConditionalGeneration, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from llavac.model.inputs import TrainingCollator
@@ -134,6 +135,24 @@ def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: 
     )
 
 
+def run_fingerprint(base: str, records: list[dict[str, Any]], recipe: Recipe, seed: int) -> str:
+    """A hash of everything that defines a split's training run, so a resume never mixes two runs."""
+    blob = json.dumps({"base": base, "records": records, "recipe": asdict(recipe), "seed": seed}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def discard_foreign_checkpoints(checkpoint_dir: Path, fingerprint: str) -> None:
+    """Delete checkpoints left by a different run (other data, recipe, base or seed), then stamp the folder.
+
+    The checkpoints live outside DVC's outputs, so nothing else would notice that they are stale.
+    """
+    stamp = checkpoint_dir / "run-fingerprint.txt"
+    if checkpoint_dir.is_dir() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+
+
 def train_split(
     base: str,
     records: list[dict[str, Any]],
@@ -151,7 +170,13 @@ def train_split(
     run); they hold the projector too, as a peft `modules_to_save`, so `resume=True` continues an
     interrupted split, and a finished split resumes straight to its end.
     """
-    use_deepspeed = torch.cuda.is_available()
+    # DeepSpeed needs its launcher's environment (a plain `python` start on a GPU would look for MPI).
+    use_deepspeed = torch.cuda.is_available() and "LOCAL_RANK" in os.environ
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:
+        if not resume:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        discard_foreign_checkpoints(checkpoint_dir, run_fingerprint(base, records, recipe, seed))
     # With ZeRO-3, TrainingArguments must exist before from_pretrained so weights load partitioned.
     args = training_arguments(recipe, checkpoint_dir, seed, use_deepspeed)
     model, processor = load_base(base, recipe.precision)
@@ -160,22 +185,21 @@ def train_split(
     model.to(torch_dtype(recipe.precision))
     if recipe.gradient_checkpointing:
         model.enable_input_require_grads()
-    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    # One writer of the curves: every rank runs this function under the deepspeed launcher.
+    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) if main_process else None
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=Records(records),
         data_collator=TrainingCollator(processor, image_folder, recipe.model_max_length),
         optimizer_cls_and_kwargs=(torch.optim.AdamW, {"params": optimizer_groups(model, recipe)}),
-        callbacks=[DVCLiveCallback(live=live)],
+        callbacks=[DVCLiveCallback(live=live)] if live else [],
     )
-    if not resume:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     checkpoint = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    live.end()
+    # Every rank must enter save_model: under ZeRO-3 it gathers the partitioned weights collectively.
+    trainer.save_model(str(out_dir))
     if trainer.is_world_process_zero():
-        trainer.save_model(str(out_dir))
         processor.save_pretrained(str(out_dir))
         (out_dir / "recipe.json").write_text(json.dumps({"base": base, **asdict(recipe)}, indent=2) + "\n")
     return {

@@ -48,10 +48,9 @@ def load_images(records: Sequence[dict[str, Any]], image_folder: Path, backgroun
     return images
 
 
-def turns(record: dict[str, Any]) -> tuple[str, str]:
-    """The (human, gpt) values of a single-turn LLaVA record."""
-    by_role = {turn["from"]: turn["value"] for turn in record["conversations"]}
-    return by_role["human"], by_role["gpt"]
+def turn(record: dict[str, Any], role: str) -> str:
+    """The value of a single-turn LLaVA record's `human` or `gpt` turn (new pairs have no `gpt`)."""
+    return next(t["value"] for t in record["conversations"] if t["from"] == role)
 
 
 def answer_length(tokenizer: Any, human: str, reply: str) -> int:
@@ -93,7 +92,7 @@ class TrainingCollator:
         self.background = background_colour(processor)
 
     def __call__(self, records: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        pairs = [turns(r) for r in records]
+        pairs = [(turn(r, "human"), turn(r, "gpt")) for r in records]
         texts = [chat_text(human, reply) for human, reply in pairs]
         images = load_images(records, self.image_folder, self.background)
         self.processor.tokenizer.padding_side = "right"
@@ -112,6 +111,6 @@ class TrainingCollator:
 def prompt_batch(processor: ProcessorMixin, records: Sequence[dict[str, Any]], image_folder: Path) -> dict[str, torch.Tensor]:
     """A left-padded generation batch: every row ends exactly where the assistant starts answering."""
     images = load_images(records, image_folder, background_colour(processor))
-    texts = [chat_prompt(turns(r)[0]) for r in records]
+    texts = [chat_prompt(turn(r, "human")) for r in records]
     processor.tokenizer.padding_side = "left"
     return dict(processor(images=images, text=texts, padding="longest", return_tensors="pt"))
