@@ -225,3 +225,16 @@ def test_classify_cli_without_an_adapter_says_which_stage_makes_it(tmp_path):
 
     with pytest.raises(SystemExit, match="dvc repro train"):
         main(["classify", str(tmp_path), "--adapter", str(tmp_path / "nothing")])
+
+
+def test_same_seed_trains_the_same_adapter(world):
+    from safetensors.torch import load_file
+
+    root, quick = world["root"], replace(RECIPE, epochs=1)
+    weights = []
+    for run in range(2):
+        train_split(world["base"], world["records"], world["images"], root / f"same{run}", root / f"same-ckpt{run}",
+                    root / f"same-live{run}", quick, seed=3, resume=False)
+        weights.append(load_file(root / f"same{run}" / "adapter_model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -20,7 +20,7 @@ from dvclive import Live
 from dvclive.huggingface import DVCLiveCallback
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch.utils.data import Dataset
-from transformers import LlavaForConditionalGeneration, Trainer, TrainingArguments
+from transformers import LlavaForConditionalGeneration, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from llavac.model.inputs import TrainingCollator
@@ -179,6 +179,7 @@ def train_split(
         discard_foreign_checkpoints(checkpoint_dir, run_fingerprint(base, records, recipe, seed))
     # With ZeRO-3, TrainingArguments must exist before from_pretrained so weights load partitioned.
     args = training_arguments(recipe, checkpoint_dir, seed, use_deepspeed)
+    set_seed(seed)  # LoRA's A matrices are drawn here, before the Trainer would seed anything
     model, processor = load_base(base, recipe.precision)
     model = add_lora(model, recipe)
     # The LLaVA repository casts the wrapped model too; ZeRO-3 fails on mixed dtypes otherwise.
