@@ -44,8 +44,10 @@ def load_base(name_or_path: str, precision: str) -> tuple[LlavaForConditionalGen
         processor = AutoProcessor.from_pretrained(name_or_path)
     except OSError as error:
         raise FileNotFoundError(
-            f"cannot load the base model {name_or_path!r}: {error}\nOn a machine without network, download "
-            f"it elsewhere (`hf download {name_or_path} --local-dir DIR`), copy DIR here and set "
-            "models.<model>.pretrained to DIR in params.yaml (or `dvc exp run -S ...`)."
+            f"cannot load the base model {name_or_path!r}: it is neither a model folder seen from "
+            f"{Path.cwd()} nor a reachable hub id ({error}). A folder is relative to the repository "
+            "root: run from there. A hub id on a machine without network: download it elsewhere "
+            f"(`hf download {name_or_path} --local-dir DIR`), copy DIR here and set "
+            "models.<model>.pretrained to DIR."
         ) from error
     return model, processor
