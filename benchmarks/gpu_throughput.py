@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from PIL import Image
 from llavac.model.build import build_llava
 from llavac.model.inputs import TrainingCollator, prompt_batch
 from llavac.model.loading import load_base
-from llavac.predict import generate_answers
+from llavac.predict import generate_answers, on_model
 from llavac.prompt import llava_record
 from llavac.train import Recipe, add_lora, optimizer_groups, train_split
 
@@ -116,10 +115,7 @@ def bench_predict(base: str, precision: str, records: list[dict], folder: Path, 
     @torch.inference_mode()
     def prefill() -> None:
         for start in range(0, len(records), batch):
-            inputs = prompt_batch(processor, records[start : start + batch], folder)
-            inputs = {k: v.to(model.device) for k, v in inputs.items()}
-            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-            model(**inputs, logits_to_keep=1)
+            model(**on_model(prompt_batch(processor, records[start : start + batch], folder), model), logits_to_keep=1)
 
     prefill_s, _ = timed(prefill)
     return {
@@ -131,18 +127,20 @@ def bench_predict(base: str, precision: str, records: list[dict], folder: Path, 
 
 
 def bench_plain_peft(base: str, recipe: Recipe, records: list[dict], folder: Path, steps: int) -> dict[str, float]:
-    """Samples/s of a plain PEFT loop at the recipe's per-device batch: the baseline for training."""
+    """Samples/s of a plain PEFT loop at the recipe's per-device batch: the baseline for training.
+
+    Also reports what the FLOP count needs: the language model's parameters and tokens per sample.
+    """
     reset_peak()
     model, processor = load_base(base, recipe.precision)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = add_lora(model, recipe).to(device)
+    n_params = sum(p.numel() for p in model.model.language_model.parameters())
+    model = add_lora(model, recipe).to("cuda" if torch.cuda.is_available() else "cpu")
     if recipe.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
     optimizer = torch.optim.AdamW(optimizer_groups(model, recipe))
     batch = TrainingCollator(processor, folder, recipe.model_max_length)(records[: recipe.per_device_batch_size])
-    batch = {k: v.to(device) for k, v in batch.items()}
-    batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    batch = on_model(batch, model)
 
     def step() -> None:
         model(**batch).loss.backward()
@@ -150,7 +148,12 @@ def bench_plain_peft(base: str, recipe: Recipe, records: list[dict], folder: Pat
         optimizer.zero_grad(set_to_none=True)
 
     seconds, _ = timed(step, repeat=steps)
-    return {"train_plain_peft_samples_per_s": recipe.per_device_batch_size / seconds, "train_plain_peak_gib": peak_gib()}
+    return {
+        "train_plain_peft_samples_per_s": recipe.per_device_batch_size / seconds,
+        "train_plain_peak_gib": peak_gib(),
+        "language_model_params": n_params,
+        "tokens_per_sample": int(batch["attention_mask"].sum(1).max()),
+    }
 
 
 def bench_project_train(base: str, recipe: Recipe, records: list[dict], folder: Path, work: Path) -> dict[str, float]:
@@ -230,12 +233,9 @@ def main() -> None:
         train = bench_project_train(base, one_device, records[:n_train], folder, work)
         results["zero3_ok"] = None
     results.update({k: v for k, v in train.items() if k != "ok"})
-    model, processor = load_base(base, recipe.precision)
-    n_params = sum(p.numel() for p in model.model.language_model.parameters())
-    tokens = TrainingCollator(processor, folder, recipe.model_max_length)(records[:1])["input_ids"].shape[1]
-    results["tokens_per_sample"] = tokens
     results["train_fraction_of_peak_flops"] = (
-        flops_fraction(train["train_samples_per_s"], n_params, tokens, recipe.gradient_checkpointing)
+        flops_fraction(train["train_samples_per_s"], results["language_model_params"], results["tokens_per_sample"],
+                       recipe.gradient_checkpointing)
         if "train_samples_per_s" in train else None
     )
     results["predict_speedup_vs_one_at_a_time"] = round(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from common import load_params, numbered_dirs, stage_logger
 from llavac.labels import TASKS
-from llavac.predict import predict_records
+from llavac.predict import predict_records, write_jsonl
 
 
 def main() -> None:
@@ -21,13 +21,11 @@ def main() -> None:
     args = parser.parse_args()
     log = stage_logger("predict")
     settings = load_params()["predict"]
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     for adapter in numbered_dirs(args.adapters_dir, "train"):
         records = json.loads((args.llava_dir / adapter.name / "test.json").read_text(encoding="utf-8"))
         rows = predict_records(adapter, records, args.image_folder, settings["batch_size"], settings["max_new_tokens"])
         out = args.out_dir / f"{adapter.name}.jsonl"
-        with open(out, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        write_jsonl(rows, out)
         unparsed = sum(row[f"pred_{task}"] is None for row in rows for task in TASKS)
         log.info("split %s: %d test pairs, %d unparseable slots -> %s", adapter.name, len(rows), unparsed, out)
 

@@ -56,7 +56,7 @@ def read_inputs(source: Path) -> tuple[list[dict[str, Any]], Path]:
 
 def classify(adapter: Path, source: Path, out: Path, batch_size: int, max_new_tokens: int, image_position: str) -> int:
     """Label every pair of `source` with a trained adapter; write one JSON line per pair to `out`."""
-    from llavac.predict import predict_records
+    from llavac.predict import predict_records, write_jsonl
     from llavac.prompt import human_turn
 
     rows, image_folder = read_inputs(source)
@@ -64,10 +64,7 @@ def classify(adapter: Path, source: Path, out: Path, batch_size: int, max_new_to
         {"id": row["id"], "image": row["image"], "conversations": [{"from": "human", "value": human_turn(row["text"], image_position)}]}
         for row in rows
     ]
-    predictions = predict_records(adapter, records, image_folder, batch_size, max_new_tokens)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
+    write_jsonl(predict_records(adapter, records, image_folder, batch_size, max_new_tokens), out)
     return len(records)
 
 

@@ -57,6 +57,13 @@ def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def on_model(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """`batch` on the model's device, with pixel values in the model's dtype (bf16 at 7B)."""
+    moved = {key: value.to(model.device) for key, value in batch.items()}
+    moved["pixel_values"] = moved["pixel_values"].to(model.dtype)
+    return moved
+
+
 @torch.inference_mode()
 def generate_answers(
     model: PeftModel | LlavaForConditionalGeneration,
@@ -69,9 +76,7 @@ def generate_answers(
     """Greedy answers for `records`, batched with left padding; only the new tokens are decoded."""
     answers: list[str] = []
     for chunk in tqdm(list(batches(records, batch_size)), desc="predict", unit="batch"):
-        inputs = prompt_batch(processor, chunk, image_folder)
-        inputs = {k: v.to(model.device) for k, v in inputs.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+        inputs = on_model(prompt_batch(processor, chunk, image_folder), model)
         output = model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         answers.extend(processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
@@ -85,6 +90,13 @@ def predict_records(
     recipe = json.loads((adapter_dir / "recipe.json").read_text())
     model, processor = load_classifier(adapter_dir, recipe["base"], recipe["precision"])
     return prediction_rows(records, generate_answers(model, processor, records, image_folder, batch_size, max_new_tokens))
+
+
+def write_jsonl(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """One JSON object per line, UTF-8 kept readable (tweets carry non-ASCII text)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def prediction_rows(records: Sequence[dict[str, Any]], answers: Sequence[str]) -> list[dict[str, Any]]:
