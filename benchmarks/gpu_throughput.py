@@ -37,7 +37,7 @@ from PIL import Image
 
 from llavac.model.build import build_llava
 from llavac.model.inputs import TrainingCollator, prompt_batch
-from llavac.model.loading import load_base
+from llavac.model.loading import load_base, load_inputs
 from llavac.predict import generate_answers, on_model
 from llavac.prompt import llava_record
 from llavac.train import Recipe, add_lora, optimizer_groups, train_split
@@ -55,7 +55,7 @@ LLAVA_15_7B = {
 """llava-hf/llava-1.5-7b-hf's config: CLIP ViT-L/14-336 + Vicuna-7B."""
 
 SCALES = {
-    "llava-1.5-7b": (LLAVA_15_7B, PARAMS["models"]["llava-v1.5-7b"]["recipe"]),
+    "llava-1.5-7b": (LLAVA_15_7B, PARAMS["models"]["llava-v15-7b"]["recipe"]),
     "tiny": (PARAMS["models"]["tiny"]["build"], PARAMS["models"]["tiny"]["recipe"]),
 }
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -106,16 +106,16 @@ def peak_gib() -> float | None:
 def bench_predict(base: str, precision: str, records: list[dict], folder: Path, batch: int) -> dict[str, float]:
     """Samples/s of one-at-a-time greedy decoding, of the project's batched path, and of prefill only."""
     reset_peak()
-    model, processor = load_base(base, precision)
-    model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    model = load_base(base, precision).to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    inputs = load_inputs(base)
     singles = records[: max(4, batch // 8)]
-    one_s, _ = timed(generate_answers, model, processor, singles, folder, batch_size=1, max_new_tokens=8)
-    batched_s, _ = timed(generate_answers, model, processor, records, folder, batch_size=batch, max_new_tokens=8)
+    one_s, _ = timed(generate_answers, model, inputs, singles, folder, batch_size=1, max_new_tokens=8)
+    batched_s, _ = timed(generate_answers, model, inputs, records, folder, batch_size=batch, max_new_tokens=8)
 
     @torch.inference_mode()
     def prefill() -> None:
         for start in range(0, len(records), batch):
-            model(**on_model(prompt_batch(processor, records[start : start + batch], folder), model), logits_to_keep=1)
+            model(**on_model(prompt_batch(inputs, records[start : start + batch], folder), model), logits_to_keep=1)
 
     prefill_s, _ = timed(prefill)
     return {
@@ -132,14 +132,14 @@ def bench_plain_peft(base: str, recipe: Recipe, records: list[dict], folder: Pat
     Also reports what the FLOP count needs: the language model's parameters and tokens per sample.
     """
     reset_peak()
-    model, processor = load_base(base, recipe.precision)
+    model = load_base(base, recipe.precision)
     n_params = sum(p.numel() for p in model.model.language_model.parameters())
     model = add_lora(model, recipe).to("cuda" if torch.cuda.is_available() else "cpu")
     if recipe.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
     optimizer = torch.optim.AdamW(optimizer_groups(model, recipe))
-    batch = TrainingCollator(processor, folder, recipe.model_max_length)(records[: recipe.per_device_batch_size])
+    batch = TrainingCollator(load_inputs(base), folder, recipe.model_max_length)(records[: recipe.per_device_batch_size])
     batch = on_model(batch, model)
 
     def step() -> None:
@@ -159,7 +159,8 @@ def bench_plain_peft(base: str, recipe: Recipe, records: list[dict], folder: Pat
 def bench_project_train(base: str, recipe: Recipe, records: list[dict], folder: Path, work: Path) -> dict[str, float]:
     """Samples/s of the project's `train_split` on `records` (one epoch), in this process."""
     reset_peak()
-    result = train_split(base, records, folder, work / "adapter", work / "ckpt", work / "live", recipe, 0, False)
+    result = train_split(base, records, folder, work / "adapter", work / "ckpt", work / "live", recipe, 0, False,
+                         image_position="front")
     return {"train_samples_per_s": result["samples_per_second"], "train_peak_gib": peak_gib()}
 
 

@@ -45,7 +45,8 @@ def main() -> None:
     args, _ = parser.parse_known_args()  # the deepspeed launcher appends --local_rank=N
     log = stage_logger("train")
     params = load_params()
-    recipe = recipe_from(model_block(params))
+    block = model_block(params)
+    recipe = recipe_from(block)
     base = read_pointer(args.base_dir)
     histories = {}
     for split_dir in numbered_dirs(args.llava_dir, "format"):
@@ -62,6 +63,7 @@ def main() -> None:
             recipe,
             params["seed"],
             params["train"]["resume"],
+            params["prompt"]["image_position"],
         )
         histories[split] = result["history"]
         log.info("split %s: %d steps, mean training loss %.4f -> %s", split, result["steps"], result["train_loss"], args.out_dir / split)

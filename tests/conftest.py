@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 from pyspark.sql import SparkSession
 
@@ -48,3 +49,23 @@ def jpeg() -> Callable[..., bytes]:
 def write_mvsa() -> Callable[..., Path]:
     """``write_mvsa(raw_dir, label_lines, files, newline="\\r\\n")``: a raw MVSA-Single folder in the real layout."""
     return _write_mvsa
+
+
+@pytest.fixture(scope="session")
+def llama_sentencepiece() -> Path:
+    """LLaVA-1.5's real LLaMA vocabulary as a SentencePiece model (fetched with pip once, then cached)."""
+    from llavac.model.llama_vocab import llama_tokenizer_model
+
+    return llama_tokenizer_model()
+
+
+REAL_SHAPED_TINY = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["models"]["tiny-llama"]
+"""params.yaml's real-shaped tiny model: LLaVA-1.5-7B's vocabulary and image positions at CPU size."""
+
+
+@pytest.fixture(scope="session")
+def real_shaped_base(tmp_path_factory, llama_sentencepiece) -> Path:
+    """A random-init llava-hf model with the real vocabulary and the 7B model's image positions."""
+    from llavac.model.build import build_llava
+
+    return build_llava(tmp_path_factory.mktemp("real-shaped") / "base", [], REAL_SHAPED_TINY["build"], seed=0)

@@ -15,8 +15,9 @@ from transformers import AutoProcessor, Trainer, TrainingArguments
 
 from llavac.model.build import build_llava
 from llavac.model.inputs import IGNORE_INDEX, TrainingCollator, background_colour, pad_to_square
-from llavac.model.loading import load_base
-from llavac.predict import generate_answers, load_classifier, parse_answer, prediction_rows
+from llavac.model.adapter_card import read_card
+from llavac.model.loading import load_base, load_inputs
+from llavac.predict import Evaluation, generate_answers, load_classifier, parse_answer, prediction_rows
 from llavac.prompt import llava_record
 from llavac.train import PROJECTOR, Recipe, add_lora, gradient_accumulation, optimizer_groups, train_split
 
@@ -32,6 +33,7 @@ RECIPE = Recipe(lora_r=4, lora_alpha=8, lora_dropout=0.0, learning_rate=1e-2, pr
                 per_device_batch_size=4, global_batch_size=4, precision="fp32", gradient_checkpointing=False,
                 model_max_length=512, deepspeed="configs/deepspeed/zero2.json")
 LABELS3 = [("positive", "neutral", "positive"), ("negative", "negative", "negative"), ("neutral", "positive", "positive")]
+CARD_FACTS = {"image_position": "front"}
 TEXTS = ["RT @amy: what a lovely sunny day! http://t.co/ab12 #happy", "so sad... ??",
          "meeting moved to 5pm", "I hate waiting in the rain #awful"]
 
@@ -64,18 +66,19 @@ def test_pad_to_square_centres_on_the_clip_mean():
 def test_built_model_is_a_normal_llava_hf_directory(world):
     processor = AutoProcessor.from_pretrained(world["base"])
     assert background_colour(processor) == (122, 116, 104)
-    model, _ = load_base(world["base"], "fp32")
+    model = load_base(world["base"], "fp32")
     assert type(model).__name__ == "LlavaForConditionalGeneration"
     assert model.config.image_seq_length == 4  # (16 / 8)^2 patches, CLS dropped
 
 
 def test_training_labels_decode_to_exactly_the_answer_and_eos(world):
-    processor = AutoProcessor.from_pretrained(world["base"])
-    batch = TrainingCollator(processor, world["images"], 512)(world["records"][:5])
+    inputs = load_inputs(world["base"])
+    tokenizer = inputs.processor.tokenizer
+    batch = TrainingCollator(inputs, world["images"], 512)(world["records"][:5])
     assert batch["attention_mask"].sum(1).unique().numel() > 1, "fixture must exercise padding"
     for row, record in enumerate(world["records"][:5]):
         kept = batch["labels"][row][batch["labels"][row] != IGNORE_INDEX]
-        assert processor.tokenizer.decode(kept) == " " + record["conversations"][1]["value"] + "</s>"
+        assert tokenizer.decode(kept) == " " + record["conversations"][1]["value"] + "</s>"
         # Every label sits on a real (attended) position and equals the input token there.
         positions = (batch["labels"][row] != IGNORE_INDEX).nonzero().squeeze(1)
         assert batch["attention_mask"][row, positions].all()
@@ -83,14 +86,12 @@ def test_training_labels_decode_to_exactly_the_answer_and_eos(world):
 
 
 def test_sequence_above_max_length_is_refused(world):
-    processor = AutoProcessor.from_pretrained(world["base"])
-    with pytest.raises(ValueError, match="model_max_length"):
-        TrainingCollator(processor, world["images"], 20)(world["records"][:2])
+    with pytest.raises(ValueError, match="pair 0: .* above model_max_length 20"):
+        TrainingCollator(load_inputs(world["base"]), world["images"], 20)(world["records"][:2])
 
 
 def test_lora_sits_on_every_language_model_linear_and_nowhere_else(world):
-    model, _ = load_base(world["base"], "fp32")
-    model = add_lora(model, RECIPE)
+    model = add_lora(load_base(world["base"], "fp32"), RECIPE)
     lora_modules = {name.rsplit(".lora_A", 1)[0] for name, _ in model.named_parameters() if ".lora_A." in name}
     assert lora_modules, "no LoRA module at all"
     assert not [m for m in lora_modules if "vision_tower" in m or PROJECTOR in m or "lm_head" in m]
@@ -104,8 +105,7 @@ def test_lora_sits_on_every_language_model_linear_and_nowhere_else(world):
 
 
 def test_projector_has_its_own_learning_rate_in_the_trainers_optimizer(world, tmp_path):
-    model, _ = load_base(world["base"], "fp32")
-    model = add_lora(model, RECIPE)
+    model = add_lora(load_base(world["base"], "fp32"), RECIPE)
     groups = optimizer_groups(model, RECIPE)
     trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none"),
                       optimizer_cls_and_kwargs=(torch.optim.AdamW, {"params": groups}))
@@ -128,7 +128,7 @@ def test_gradient_accumulation_keeps_the_global_batch():
 def adapter(world) -> Path:
     root = world["root"]
     result = train_split(world["base"], world["records"], world["images"], root / "adapter", root / "ckpt",
-                         root / "live", RECIPE, seed=0, resume=False)
+                         root / "live", RECIPE, seed=0, resume=False, **CARD_FACTS)
     assert result["steps"] == 4  # 8 records / batch 4 x 2 epochs
     return root / "adapter"
 
@@ -138,14 +138,16 @@ def test_adapter_holds_lora_projector_processor_and_recipe(adapter, world):
         keys = list(f.keys())
     assert any("lora_A" in k for k in keys)
     assert any(PROJECTOR in k for k in keys), "the trained projector must be saved with the adapter"
-    assert json.loads((adapter / "recipe.json").read_text())["base"] == world["base"]
+    card = read_card(adapter)
+    assert card.base_for(adapter) == str(Path(world["base"]).resolve()) and not Path(card.base).is_absolute()
+    assert (card.image_position, card.tokenizer_rule, card.precision) == ("front", "tokenizer", "fp32")
     assert AutoProcessor.from_pretrained(adapter).tokenizer is not None
     assert (world["root"] / "live" / "plots" / "metrics").is_dir(), "DVCLive curves missing"
 
 
 def test_training_moves_the_projector_away_from_the_base(adapter, world):
-    base, _ = load_base(world["base"], "fp32")
-    trained, _ = load_classifier(adapter, world["base"], "fp32")
+    base = load_base(world["base"], "fp32")
+    trained, _ = load_classifier(adapter, Evaluation("fp32", merge_lora=False))
     before = base.model.multi_modal_projector.linear_1.weight
     after = trained.base_model.model.model.multi_modal_projector.modules_to_save["default"].linear_1.weight
     assert not torch.allclose(before, after)
@@ -154,17 +156,17 @@ def test_training_moves_the_projector_away_from_the_base(adapter, world):
 def test_resume_continues_from_the_last_checkpoint(adapter, world):
     root = world["root"]
     result = train_split(world["base"], world["records"], world["images"], root / "adapter2", root / "ckpt",
-                         root / "live2", RECIPE, seed=0, resume=True)
+                         root / "live2", RECIPE, seed=0, resume=True, **CARD_FACTS)
     # The finished split's checkpoint is at its last step: resuming trains no further step.
     assert result["steps"] == 4
     assert not [h for h in result["history"] if "loss" in h]
 
 
 def test_batched_prediction_equals_one_at_a_time(adapter, world):
-    model, processor = load_classifier(adapter, world["base"], "fp32")
+    model, inputs = load_classifier(adapter, Evaluation("fp32", merge_lora=False))
     records = world["records"]
-    batched = generate_answers(model, processor, records, world["images"], batch_size=8, max_new_tokens=8)
-    single = generate_answers(model, processor, records, world["images"], batch_size=1, max_new_tokens=8)
+    batched = generate_answers(model, inputs, records, world["images"], batch_size=8, max_new_tokens=8)
+    single = generate_answers(model, inputs, records, world["images"], batch_size=1, max_new_tokens=8)
     assert batched == single
     assert len(set(batched)) > 1 or batched[0], "answers must be real generations"
     rows = prediction_rows(records, batched)
@@ -193,7 +195,7 @@ def test_checkpoints_of_another_run_are_discarded_on_resume(adapter, world):
     root = world["root"]
     other = world["records"][:4]  # different data: the split's old checkpoint must not be reused
     result = train_split(world["base"], other, world["images"], root / "adapter3", root / "ckpt",
-                         root / "live3", RECIPE, seed=0, resume=True)
+                         root / "live3", RECIPE, seed=0, resume=True, **CARD_FACTS)
     # A fresh run on 4 records is 2 steps; the stale checkpoint sits at step 4.
     assert result["steps"] == 2, "a foreign checkpoint was resumed instead of training"
 
@@ -234,7 +236,25 @@ def test_same_seed_trains_the_same_adapter(world):
     weights = []
     for run in range(2):
         train_split(world["base"], world["records"], world["images"], root / f"same{run}", root / f"same-ckpt{run}",
-                    root / f"same-live{run}", quick, seed=3, resume=False)
+                    root / f"same-live{run}", quick, seed=3, resume=False, **CARD_FACTS)
         weights.append(load_file(root / f"same{run}" / "adapter_model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_bf16_training_keeps_fp32_master_weights_and_moves_the_projector(world):
+    """At the paper's projector rate (2e-5) a bf16 weight would round most updates away; fp32 masters keep them."""
+    from safetensors.torch import load_file
+
+    root = world["root"]
+    recipe = replace(RECIPE, precision="bf16", epochs=1, learning_rate=2e-4, projector_learning_rate=2e-5)
+    train_split(world["base"], world["records"], world["images"], root / "bf16", root / "bf16-ckpt",
+                root / "bf16-live", recipe, seed=0, resume=False, **CARD_FACTS)
+    saved = load_file(root / "bf16" / "adapter_model.safetensors")
+    assert {tensor.dtype for tensor in saved.values()} == {torch.float32}
+    key = next(k for k in saved if PROJECTOR in k and k.endswith("linear_1.weight"))
+    before = load_base(world["base"], "bf16").model.multi_modal_projector.linear_1.weight.float()
+    moved = (saved[key] != before).float().mean().item()
+    assert moved > 0.9, f"only {moved:.0%} of the projector's weights moved"
+    # The same step on bf16 weights: most of it is below half an ulp and vanishes.
+    assert ((before + 2e-5).bfloat16().float() != before).float().mean().item() < 0.5

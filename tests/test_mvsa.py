@@ -65,6 +65,11 @@ def test_decode_text_reads_gbk_with_chinese_and_the_ellipsis() -> None:
 
 def test_decode_text_reads_a_file_resaved_as_utf8() -> None:
     assert mvsa.decode_text("so sad…".encode("utf-8")) == ("so sad…", mvsa.DECODED_AS_UTF8)
+    # Also valid GB18030 byte for byte: read as GB18030 first, it would come out as mojibake.
+    tweet = "feeling awful 😡 周末"
+    tweet.encode("utf-8").decode("gb18030")
+    assert mvsa.decode_text(tweet.encode("utf-8")) == (tweet, mvsa.DECODED_AS_UTF8)
+    assert mvsa.decode_text(b"plain ascii") == ("plain ascii", None)
 
 
 def test_decode_text_keeps_a_tweet_with_an_invalid_tail_and_notes_it() -> None:
@@ -90,6 +95,8 @@ def test_decode_text_never_raises_on_arbitrary_bytes() -> None:
         (b" \r\n\t", mvsa.EMPTY_TEXT),
         (b"\x81\x20" * 5, mvsa.UNDECODABLE_TEXT),
         (b"ok \x81", None),
+        (b"x" * mvsa.MAX_TEXT_CHARS, None),
+        (b"x" * (mvsa.MAX_TEXT_CHARS + 1), mvsa.TEXT_TOO_LONG),
     ],
 )
 def test_text_drop_reason(raw: bytes, reason: str | None) -> None:

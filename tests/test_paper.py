@@ -114,7 +114,7 @@ def test_results_markdown_says_which_data_it_ran_on(paper, ours):
     assert "321 valid pairs" in sample_md and f"{ours['n_test_pairs']} test pairs" in sample_md
     for task in TASKS:
         assert f"| {task} | {ours[task]['accuracy']:.2f}" in sample_md
-    real = RunInfo(model="llava-v1.5-7b", raw_dir="data/MVSA_Single", synthetic_sample=False)
+    real = RunInfo(model="llava-v15-7b", raw_dir="data/MVSA_Single", synthetic_sample=False)
     real_md = results_markdown(paper, "zhang", ours, real)
     assert "real data" in real_md and "not a reproduction" not in real_md and "QMF" in real_md
 

@@ -4,7 +4,9 @@ model block builds a Recipe and names a DeepSpeed config that exists."""
 import json
 from pathlib import Path
 
+import pytest
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from llavac.train import Recipe
 
@@ -13,8 +15,9 @@ PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
 def test_paper_block_is_the_llava_task_lora_recipe():
-    block = PARAMS["models"]["llava-v1.5-7b"]
+    block = PARAMS["models"]["llava-v15-7b"]
     assert block["pretrained"] == "llava-hf/llava-1.5-7b-hf"
+    assert block["evaluation"] == {"precision": "fp16", "merge_lora": True}  # LLaVA's own evaluation
     assert Recipe(**block["recipe"]) == Recipe(
         lora_r=128, lora_alpha=256, lora_dropout=0.05, learning_rate=2e-4, projector_learning_rate=2e-5,
         weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine", max_grad_norm=1.0, epochs=1,
@@ -40,3 +43,11 @@ def test_deepspeed_configs_are_llavas():
         assert "optimizer" not in config and "scheduler" not in config  # the Trainer makes them
     zero3 = json.loads((REPO / "configs/deepspeed/zero3.json").read_text())["zero_optimization"]
     assert zero3["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS["models"]))
+def test_every_model_block_is_addressable_with_dvc_exp_run_s(name):
+    """`dvc exp run -S KEY=VALUE` parses KEY with Hydra's grammar, in which a dot separates keys."""
+    for key in (f"models.{name}.recipe.per_device_batch_size=8", f"models.{name}.evaluation.precision=bf16"):
+        override = OverridesParser.create().parse_overrides([key])[0]
+        assert override.key_or_group.split(".")[:2] == ["models", name]

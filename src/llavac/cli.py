@@ -17,7 +17,6 @@ from typing import Any
 
 from llavac.data.fetch import fetch_splits
 from llavac.data.splits import PROTOCOLS
-from llavac.prompt import IMAGE_POSITIONS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -54,17 +53,27 @@ def read_inputs(source: Path) -> tuple[list[dict[str, Any]], Path]:
     return [{"id": row.get("id", i), **row} for i, row in enumerate(rows, 1)], source.parent
 
 
-def classify(adapter: Path, source: Path, out: Path, batch_size: int, max_new_tokens: int, image_position: str) -> int:
-    """Label every pair of `source` with a trained adapter; write one JSON line per pair to `out`."""
-    from llavac.predict import predict_records, write_jsonl
+def classify(adapter: Path, source: Path, out: Path, batch_size: int, max_new_tokens: int, precision: str | None) -> int:
+    """Label every pair of `source` with a trained adapter; write one JSON line per pair to `out`.
+
+    The prompt's image position and the base model come from the adapter's card, so the inputs are
+    built exactly as in training. The LoRA is merged as in LLaVA's evaluation; the precision is
+    LLaVA's fp16 on a GPU and fp32 on a CPU unless `precision` says otherwise.
+    """
+    import torch
+
+    from llavac.model.adapter_card import read_card
+    from llavac.predict import Evaluation, predict_records, write_jsonl
     from llavac.prompt import human_turn
 
+    card = read_card(adapter)
+    evaluation = Evaluation(precision or ("fp16" if torch.cuda.is_available() else "fp32"), merge_lora=True)
     rows, image_folder = read_inputs(source)
     records = [
-        {"id": row["id"], "image": row["image"], "conversations": [{"from": "human", "value": human_turn(row["text"], image_position)}]}
+        {"id": row["id"], "image": row["image"], "conversations": [{"from": "human", "value": human_turn(row["text"], card.image_position)}]}
         for row in rows
     ]
-    write_jsonl(predict_records(adapter, records, image_folder, batch_size, max_new_tokens), out)
+    write_jsonl(predict_records(adapter, records, image_folder, batch_size, max_new_tokens, evaluation), out)
     return len(records)
 
 
@@ -80,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--out", type=Path, default=Path("predictions.jsonl"))
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--max-new-tokens", type=int, default=16)
-    run.add_argument("--image-position", choices=IMAGE_POSITIONS, default="front",
-                     help="must match the prompt.image_position the adapter was trained with")
+    run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+                     help="compute precision (default: fp16 on a GPU, as LLaVA evaluates; fp32 on a CPU)")
     commands.add_parser("paper-tags", help="tag paper-<protocol> commits holding the paper's numbers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -90,9 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             for path in fetch_splits(args.protocol, args.dest):
                 print(path)
         elif args.command == "classify":
-            if not (args.adapter / "recipe.json").exists():
-                raise FileNotFoundError(f"{args.adapter} holds no trained adapter: run `dvc repro train` first")
-            n = classify(args.adapter, args.input, args.out, args.batch_size, args.max_new_tokens, args.image_position)
+            n = classify(args.adapter, args.input, args.out, args.batch_size, args.max_new_tokens, args.precision)
             print(f"classified {n} pairs -> {args.out}")
         else:
             from llavac.paper import load_paper, make_paper_tags

@@ -1,7 +1,9 @@
 """Batched greedy prediction with a trained adapter, and the tolerant parser of the model's answers.
 
-The LLaVA repository evaluates one sample at a time; a classification needs one prefill and a few
-tokens, so batching with left padding gives the same answers many times faster.
+The LLaVA repository evaluates one sample at a time, in fp16, with the LoRA merged into the base; a
+classification needs one prefill and a few tokens, so batching with left padding gives the same
+answers many times faster. Merging and the precision are the caller's choice (`Evaluation`): merged
+fp16 is LLaVA's own setting, the default for the paper's model.
 """
 
 from __future__ import annotations
@@ -9,17 +11,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from peft import PeftModel
 from tqdm import tqdm
-from transformers import AutoProcessor, LlavaForConditionalGeneration, ProcessorMixin
+from transformers import LlavaForConditionalGeneration
 
 from llavac.labels import LABELS, TASKS
-from llavac.model.inputs import prompt_batch
-from llavac.model.loading import load_base
+from llavac.model.adapter_card import read_card
+from llavac.model.inputs import LlavaInputs, prompt_batch
+from llavac.model.loading import load_base, load_inputs
 
 LABEL_WORD = re.compile(r"\b(" + "|".join(LABELS) + r")\b")
 SLOT_SEPARATOR = re.compile(r"[,;\n|/]")
@@ -43,12 +47,25 @@ def parse_answer(raw: str) -> tuple[str | None, str | None, str | None]:
     return labels[0], labels[1], labels[2]
 
 
-def load_classifier(adapter_dir: Path, base: str, precision: str) -> tuple[PeftModel, ProcessorMixin]:
-    """The base model with the adapter (LoRA + trained projector) applied, in eval mode, on the GPU if any."""
-    model, _ = load_base(base, precision)
-    model = PeftModel.from_pretrained(model, str(adapter_dir))
-    processor = AutoProcessor.from_pretrained(str(adapter_dir))
-    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), processor
+@dataclass(frozen=True)
+class Evaluation:
+    """How the classifier runs: the compute precision, and whether the LoRA is merged into the base."""
+
+    precision: str = "fp32"
+    merge_lora: bool = False
+
+
+def load_classifier(adapter_dir: Path, evaluation: Evaluation) -> tuple[torch.nn.Module, LlavaInputs]:
+    """The base model named by the adapter's card with the adapter (LoRA + trained projector) applied.
+
+    In eval mode, on the GPU if there is one. With `merge_lora` the LoRA is folded into the base
+    weights (and the trained projector replaces the base's), as LLaVA's evaluation does.
+    """
+    base = read_card(adapter_dir).base_for(adapter_dir)
+    model = PeftModel.from_pretrained(load_base(base, evaluation.precision), str(adapter_dir))
+    if evaluation.merge_lora:
+        model = model.merge_and_unload()
+    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), load_inputs(str(adapter_dir))
 
 
 def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -67,7 +84,7 @@ def on_model(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str
 @torch.inference_mode()
 def generate_answers(
     model: PeftModel | LlavaForConditionalGeneration,
-    processor: ProcessorMixin,
+    inputs: LlavaInputs,
     records: Sequence[dict[str, Any]],
     image_folder: Path,
     batch_size: int,
@@ -75,21 +92,23 @@ def generate_answers(
 ) -> list[str]:
     """Greedy answers for `records`, batched with left padding; only the new tokens are decoded."""
     answers: list[str] = []
+    banned = inputs.never_generated(model.get_output_embeddings().weight.shape[0])
     for chunk in tqdm(list(batches(records, batch_size)), desc="predict", unit="batch"):
-        inputs = on_model(prompt_batch(processor, chunk, image_folder), model)
-        output = model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        answers.extend(processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        batch = on_model(prompt_batch(inputs, chunk, image_folder), model)
+        output = model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                                suppress_tokens=banned, pad_token_id=inputs.pad_id, eos_token_id=inputs.encoder.eos_id)
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        answers.extend(inputs.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
     return answers
 
 
 def predict_records(
-    adapter_dir: Path, records: Sequence[dict[str, Any]], image_folder: Path, batch_size: int, max_new_tokens: int
+    adapter_dir: Path, records: Sequence[dict[str, Any]], image_folder: Path, batch_size: int, max_new_tokens: int,
+    evaluation: Evaluation,
 ) -> list[dict[str, Any]]:
-    """Prediction rows for `records` with the adapter in `adapter_dir` (its recipe.json names the base)."""
-    recipe = json.loads((adapter_dir / "recipe.json").read_text())
-    model, processor = load_classifier(adapter_dir, recipe["base"], recipe["precision"])
-    return prediction_rows(records, generate_answers(model, processor, records, image_folder, batch_size, max_new_tokens))
+    """Prediction rows for `records` with the adapter in `adapter_dir` (its card names the base)."""
+    model, inputs = load_classifier(adapter_dir, evaluation)
+    return prediction_rows(records, generate_answers(model, inputs, records, image_folder, batch_size, max_new_tokens))
 
 
 def write_jsonl(rows: Sequence[dict[str, Any]], path: Path) -> None:

@@ -30,6 +30,9 @@ SYSTEM = (
 
 EOS = "</s>"
 
+ANSWER_TEMPLATE = "{text}, {image}, {multimodal}"
+"""The response: the three labels in the paper's order (text, image, multimodal)."""
+
 ImagePosition = Literal["front", "inline"]
 IMAGE_POSITIONS: tuple[str, ...] = ("front", "inline")
 
@@ -53,7 +56,7 @@ def answer(text_label: str, image_label: str, multimodal_label: str) -> str:
     for label in (text_label, image_label, multimodal_label):
         if label not in LABELS:
             raise ValueError(f"label {label!r} is not one of: {', '.join(LABELS)}")
-    return f"{text_label}, {image_label}, {multimodal_label}"
+    return ANSWER_TEMPLATE.format(text=text_label, image=image_label, multimodal=multimodal_label)
 
 
 def chat_prompt(human: str) -> str:

@@ -23,8 +23,9 @@ from torch.utils.data import Dataset
 from transformers import LlavaForConditionalGeneration, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from llavac.model.adapter_card import card_for
 from llavac.model.inputs import TrainingCollator
-from llavac.model.loading import load_base, torch_dtype
+from llavac.model.loading import load_base, load_inputs, save_inputs, torch_dtype
 
 LANGUAGE_MODEL_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 """LoRA targets: a plain name list would also hit CLIP's q/k/v projections."""
@@ -34,7 +35,7 @@ PROJECTOR = "multi_modal_projector"
 
 @dataclass(frozen=True)
 class Recipe:
-    """One model's fine-tuning recipe; the `llava-v1.5-7b` block of params.yaml is the paper's."""
+    """One model's fine-tuning recipe; the `llava-v15-7b` block of params.yaml is the paper's."""
 
     lora_r: int
     lora_alpha: int
@@ -104,6 +105,18 @@ def gradient_accumulation(recipe: Recipe, world_size: int) -> int:
     return recipe.global_batch_size // per_step
 
 
+def keep_trainables_in_fp32(model: torch.nn.Module) -> None:
+    """Mixed precision as DeepSpeed does it: the frozen base computes in bf16, trained weights stay fp32.
+
+    With the Trainer's `bf16=True` the forward pass runs under autocast; the LoRA weights, the
+    projector and AdamW's state stay fp32, so a 2e-5 step on a projector weight of ~0.01 (below half
+    a bf16 ulp) is applied instead of rounded away.
+    """
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+
+
 def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: bool) -> TrainingArguments:
     """The Trainer's arguments for `recipe`. DeepSpeed only when CUDA is there: it has no CPU path worth using."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -120,6 +133,7 @@ def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: 
         bf16=recipe.precision == "bf16",
         fp16=recipe.precision == "fp16",
         tf32=recipe.precision == "bf16" and torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),  # bf16 on a CPU (autocast) is refused without it
         gradient_checkpointing=recipe.gradient_checkpointing,
         deepspeed=recipe.deepspeed if use_deepspeed else None,
         seed=seed,
@@ -163,6 +177,7 @@ def train_split(
     recipe: Recipe,
     seed: int,
     resume: bool,
+    image_position: str,
 ) -> dict[str, Any]:
     """Fine-tune `base` on one split's training records; write the adapter, projector and processor.
 
@@ -180,10 +195,13 @@ def train_split(
     # With ZeRO-3, TrainingArguments must exist before from_pretrained so weights load partitioned.
     args = training_arguments(recipe, checkpoint_dir, seed, use_deepspeed)
     set_seed(seed)  # LoRA's A matrices are drawn here, before the Trainer would seed anything
-    model, processor = load_base(base, recipe.precision)
-    model = add_lora(model, recipe)
-    # The LLaVA repository casts the wrapped model too; ZeRO-3 fails on mixed dtypes otherwise.
-    model.to(torch_dtype(recipe.precision))
+    model = add_lora(load_base(base, recipe.precision), recipe)
+    inputs = load_inputs(base)
+    if use_deepspeed:
+        # DeepSpeed keeps its own fp32 master copy and needs one dtype across the model (ZeRO-3 fails otherwise).
+        model.to(torch_dtype(recipe.precision))
+    else:
+        keep_trainables_in_fp32(model)
     if recipe.gradient_checkpointing:
         model.enable_input_require_grads()
     # One writer of the curves: every rank runs this function under the deepspeed launcher.
@@ -192,7 +210,7 @@ def train_split(
         model=model,
         args=args,
         train_dataset=Records(records),
-        data_collator=TrainingCollator(processor, image_folder, recipe.model_max_length),
+        data_collator=TrainingCollator(inputs, image_folder, recipe.model_max_length),
         optimizer_cls_and_kwargs=(torch.optim.AdamW, {"params": optimizer_groups(model, recipe)}),
         callbacks=[DVCLiveCallback(live=live)] if live else [],
     )
@@ -201,8 +219,11 @@ def train_split(
     # Every rank must enter save_model: under ZeRO-3 it gathers the partitioned weights collectively.
     trainer.save_model(str(out_dir))
     if trainer.is_world_process_zero():
-        processor.save_pretrained(str(out_dir))
-        (out_dir / "recipe.json").write_text(json.dumps({"base": base, **asdict(recipe)}, indent=2) + "\n")
+        save_inputs(inputs, out_dir)
+        card_for(
+            base, out_dir, image_position=image_position, tokenizer_rule=inputs.encoder.rule,
+            precision=recipe.precision, recipe=asdict(recipe),
+        ).write(out_dir)
     return {
         "train_loss": result.training_loss,
         "steps": result.global_step,

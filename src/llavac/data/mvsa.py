@@ -28,6 +28,7 @@ MISSING_TEXT = "missing_text"
 MISSING_IMAGE = "missing_image"
 EMPTY_TEXT = "empty_text"
 UNDECODABLE_TEXT = "undecodable_text"
+TEXT_TOO_LONG = "text_too_long"
 CORRUPT_IMAGE = "corrupt_image"
 LABEL_CONFLICT = "label_conflict"
 
@@ -39,10 +40,15 @@ DROP_REASONS: tuple[str, ...] = (
     MISSING_IMAGE,
     EMPTY_TEXT,
     UNDECODABLE_TEXT,
+    TEXT_TOO_LONG,
     CORRUPT_IMAGE,
     LABEL_CONFLICT,
 )
 """In order of precedence: a record with several problems is counted under the first one."""
+
+MAX_TEXT_CHARS = 1000
+"""A tweet has at most 280 characters (140 when MVSA was collected); a text file far longer is not a
+tweet, and would crash or silently overflow the model hours later (one 1 MB text asks for 34 GB)."""
 
 REPLACEMENT_CHARACTER = "\ufffd"
 DECODED_AS_UTF8 = "decoded as utf-8"
@@ -99,17 +105,19 @@ def parse_label_line(line: str) -> LabelRow | str:
 def decode_text(raw: bytes) -> tuple[str, str | None]:
     """Decode a tweet file and strip it; the note says how, when it was not clean GB18030.
 
-    The files are GBK bytes (GB18030 is its superset, so it is tried first). A file that is not
-    valid GB18030 but is valid UTF-8 was re-saved by someone and is read as UTF-8. Anything else
-    (id 5084 of the real data ends in bytes invalid in both) is decoded as GB18030 with each bad
+    The files are GBK bytes, decoded as GB18030 (its superset). Strict UTF-8 is tried first all the
+    same: almost any UTF-8 byte string is also valid GB18030, so a re-saved UTF-8 file would
+    otherwise be silently garbled (``😡 周末`` -> ``馃槨 鍛ㄦ湯``), while GBK text with non-ASCII
+    characters is practically never valid UTF-8 (none of MVSA-Single's is). Anything valid in
+    neither (id 5084 of the real data ends in such bytes) is decoded as GB18030 with each bad
     sequence replaced by U+FFFD, keeping the readable part of the tweet. Never raises.
     """
-    for encoding in ("gb18030", "utf-8"):
+    for encoding in ("utf-8", "gb18030"):
         try:
             text = raw.decode(encoding)
         except UnicodeDecodeError:
             continue
-        return text.strip(), None if encoding == "gb18030" else DECODED_AS_UTF8
+        return text.strip(), DECODED_AS_UTF8 if encoding == "utf-8" and not raw.isascii() else None
     text = raw.decode("gb18030", errors="replace")
     return text.strip(), f"gb18030 with {text.count(REPLACEMENT_CHARACTER)} undecodable byte sequence(s) replaced"
 
@@ -124,6 +132,8 @@ def text_drop_reason(text: str) -> str | None:
         return EMPTY_TEXT
     if not text.replace(REPLACEMENT_CHARACTER, "").strip():
         return UNDECODABLE_TEXT
+    if len(text) > MAX_TEXT_CHARS:
+        return TEXT_TOO_LONG
     return None
 
 

@@ -80,6 +80,7 @@ _BREAKAGES: tuple[str, ...] = (
     mvsa.MISSING_IMAGE,
     mvsa.EMPTY_TEXT,
     mvsa.UNDECODABLE_TEXT,
+    mvsa.TEXT_TOO_LONG,
     mvsa.CORRUPT_IMAGE,
 )
 _REPLACED_TAIL = "replaced_tail"
@@ -181,6 +182,8 @@ def _write_pair(
         text = b""
     elif broken == mvsa.UNDECODABLE_TEXT:
         text = _UNDECODABLE_BYTES
+    elif broken == mvsa.TEXT_TOO_LONG:
+        text = b" ".join([text] * (mvsa.MAX_TEXT_CHARS // len(text) + 1))
     elif broken == _REPLACED_TAIL:
         text += b"\x81"  # a lone lead byte at the end
     if broken != mvsa.MISSING_TEXT:

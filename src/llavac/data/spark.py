@@ -195,6 +195,7 @@ def _drop_reasons(rows: pd.DataFrame, listed: dict[str, pd.Series]) -> pd.Series
         mvsa.MISSING_IMAGE: ~rows["id"].isin(listed["image"]),
         mvsa.EMPTY_TEXT: rows["text"].isna() | (rows["text_reason"] == mvsa.EMPTY_TEXT),
         mvsa.UNDECODABLE_TEXT: rows["text_reason"] == mvsa.UNDECODABLE_TEXT,
+        mvsa.TEXT_TOO_LONG: rows["text_reason"] == mvsa.TEXT_TOO_LONG,
         mvsa.CORRUPT_IMAGE: rows["image_path"].isna() | (rows["image_reason"] == mvsa.CORRUPT_IMAGE),
         mvsa.LABEL_CONFLICT: rows["multimodal_label"].isna(),
     }

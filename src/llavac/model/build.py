@@ -1,13 +1,18 @@
 """Build a random-init llava-hf model directory from an architecture spec.
 
 The embedded default has no weights to download, so the `base_model` stage builds a small
-`LlavaForConditionalGeneration` (CLIP-ViT vision tower + Llama language model) with a BPE tokenizer
-trained on the dataset's own texts and the prompt. The result is an ordinary llava-hf directory:
+`LlavaForConditionalGeneration` (CLIP-ViT vision tower + Llama language model) with either a BPE
+tokenizer trained on the dataset's own texts and the prompt (`tokenizer: bpe`) or the real LLaMA /
+Vicuna SentencePiece vocabulary of LLaVA-1.5 (`tokenizer: llama`, see `llama_vocab.py`), which with a
+336-pixel, patch-14 vision side gives a "real-shaped" tiny model: the 7B model's exact ids and image
+positions at a size a CPU trains in seconds. The result is an ordinary llava-hf directory:
 everything downstream loads it exactly as it loads `llava-hf/llava-1.5-7b-hf`.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,16 +25,21 @@ from transformers import (
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlamaTokenizer,
     LlavaProcessor,
+    PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
 
 from llavac.labels import LABELS
+from llavac.model.llama_vocab import llama_tokenizer_model
+from llavac.model.tokens import SENTENCEPIECE_FILE
 from llavac.prompt import EOS, IMAGE_TOKEN, PROMPT_TEMPLATE, SYSTEM, chat_prompt
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SPECIAL_TOKENS = ("<unk>", "<s>", EOS, "<pad>", IMAGE_TOKEN)
+TOKENIZERS = ("bpe", "llama")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -61,6 +71,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     )
 
 
+def llama_tokenizer(sentencepiece_file: Path) -> LlamaTokenizer:
+    """LLaVA-1.5's tokenizer as llava-hf ships it: the LLaMA vocabulary + ``<image>`` 32000 + ``<pad>`` 32001."""
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copyfile(sentencepiece_file, Path(folder) / SENTENCEPIECE_FILE)
+        tokenizer = LlamaTokenizer.from_pretrained(folder, legacy=False, extra_special_tokens={"image_token": IMAGE_TOKEN})
+    tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    return tokenizer
+
+
 def tokenizer_corpus(texts: Iterable[str]) -> list[str]:
     """The tweets plus every fixed string the model will read or write (prompt, system, answers)."""
     fixed = [SYSTEM, PROMPT_TEMPLATE, chat_prompt(PROMPT_TEMPLATE)] + [
@@ -80,13 +99,20 @@ def build_llava(
     """Write a random-init llava-hf model + processor to `out_dir` and return it.
 
     `architecture` holds `vision` (CLIPVisionConfig fields incl. image_size, patch_size), `text`
-    (LlamaConfig fields) and `vocab_size` (the embedding size; the trained tokenizer may use fewer,
-    as llava-hf pads its 32000 tokens to 32064); the image-token count follows from the vision side.
+    (LlamaConfig fields), `vocab_size` (the embedding size; the tokenizer may use fewer, as llava-hf
+    pads its 32002 tokens to 32064) and optionally `tokenizer` (`bpe`, the default, or `llama`); the
+    image-token count follows from the vision side.
     `dtype` and `device` only matter at 7B scale, where initialising on the GPU in bf16 takes
     seconds instead of minutes.
     """
     torch.manual_seed(seed)
-    tokenizer = train_tokenizer(tokenizer_corpus(texts), architecture["vocab_size"])
+    kind = architecture.get("tokenizer", "bpe")
+    if kind not in TOKENIZERS:
+        raise ValueError(f"build.tokenizer {kind!r} is not one of: {', '.join(TOKENIZERS)}")
+    sentencepiece_file = llama_tokenizer_model() if kind == "llama" else None
+    tokenizer: PreTrainedTokenizerBase = (
+        llama_tokenizer(sentencepiece_file) if sentencepiece_file else train_tokenizer(tokenizer_corpus(texts), architecture["vocab_size"])
+    )
     vision = CLIPVisionConfig(**architecture["vision"])
     image_side = vision.image_size
     n_image_tokens = (image_side // vision.patch_size) ** 2
@@ -125,4 +151,6 @@ def build_llava(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
+    if sentencepiece_file:  # llava-hf ships it too: it is what makes the ids LLaVA's (tokens.py)
+        shutil.copyfile(sentencepiece_file, out_dir / SENTENCEPIECE_FILE)
     return out_dir

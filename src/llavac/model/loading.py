@@ -7,10 +7,15 @@ hub id / local path of a pretrained llava-hf model (13 GB of weights do not belo
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoProcessor, LlavaForConditionalGeneration, ProcessorMixin
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+from transformers.utils import cached_file
+
+from llavac.model.inputs import LlavaInputs
+from llavac.model.tokens import SENTENCEPIECE_FILE, SentencePieceEncoder, chunk_encoder
 
 POINTER = "base.json"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -37,11 +42,10 @@ def torch_dtype(precision: str) -> torch.dtype:
     return DTYPES[precision]
 
 
-def load_base(name_or_path: str, precision: str) -> tuple[LlavaForConditionalGeneration, ProcessorMixin]:
-    """Load a llava-hf model and its processor from a hub id or a directory."""
+def load_base(name_or_path: str, precision: str) -> LlavaForConditionalGeneration:
+    """Load a llava-hf model from a hub id or a directory."""
     try:
-        model = LlavaForConditionalGeneration.from_pretrained(name_or_path, dtype=torch_dtype(precision))
-        processor = AutoProcessor.from_pretrained(name_or_path)
+        return LlavaForConditionalGeneration.from_pretrained(name_or_path, dtype=torch_dtype(precision))
     except OSError as error:
         raise FileNotFoundError(
             f"cannot load the base model {name_or_path!r}: it is neither a model folder seen from "
@@ -50,4 +54,21 @@ def load_base(name_or_path: str, precision: str) -> tuple[LlavaForConditionalGen
             f"(`hf download {name_or_path} --local-dir DIR`), copy DIR here and set "
             "models.<model>.pretrained to DIR."
         ) from error
-    return model, processor
+
+
+def load_inputs(name_or_path: str) -> LlavaInputs:
+    """The processor of a model folder, hub id or adapter, with LLaVA's tokenization rule for its tokenizer.
+
+    A `tokenizer.model` beside the processor (llava-hf ships one; built models and adapters copy it)
+    means SentencePiece, as in the LLaVA repository.
+    """
+    processor = AutoProcessor.from_pretrained(name_or_path)
+    found = cached_file(name_or_path, SENTENCEPIECE_FILE, _raise_exceptions_for_missing_entries=False)
+    return LlavaInputs(processor, chunk_encoder(processor.tokenizer, Path(found) if found else None))
+
+
+def save_inputs(inputs: LlavaInputs, out_dir: Path) -> None:
+    """Write the processor, and the SentencePiece model when the ids come from one, so `out_dir` reloads alike."""
+    inputs.processor.save_pretrained(str(out_dir))
+    if isinstance(inputs.encoder, SentencePieceEncoder):
+        shutil.copyfile(inputs.encoder.model_file, out_dir / SENTENCEPIECE_FILE)

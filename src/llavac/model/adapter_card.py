@@ -1,0 +1,62 @@
+"""What an adapter folder says about itself, so prediction rebuilds exactly the inputs it was trained on.
+
+`llavac.json` beside the LoRA weights names the base model, the prompt's image position, the
+tokenization rule, the training precision, the label words and answer template, and the recipe.
+Prediction and `llavac classify` read it instead of asking the user to repeat any of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from llavac.labels import LABELS
+from llavac.prompt import ANSWER_TEMPLATE, EOS
+
+CARD_FILE = "llavac.json"
+
+
+@dataclass(frozen=True)
+class AdapterCard:
+    """The facts about one trained adapter that its predictions depend on."""
+
+    base: str
+    """A hub id, or the base model's folder relative to the adapter folder (so the pair can move)."""
+    image_position: str
+    tokenizer_rule: str
+    """`sentencepiece` (LLaVA's slow tokenizer, reproduced) or `tokenizer` (the model's own, chunk-wise)."""
+    precision: str
+    """The training compute precision; trainable weights and optimizer state are fp32 regardless."""
+    recipe: dict[str, Any]
+    labels: tuple[str, ...] = LABELS
+    answer_template: str = ANSWER_TEMPLATE + EOS
+
+    def write(self, adapter_dir: Path) -> None:
+        (adapter_dir / CARD_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    def base_for(self, adapter_dir: Path) -> str:
+        """The base model as `from_pretrained` takes it, from wherever the caller runs."""
+        local = adapter_dir / self.base
+        return str(local.resolve()) if local.is_dir() else self.base
+
+
+def card_for(base: str, adapter_dir: Path, **facts: Any) -> AdapterCard:
+    """A card whose `base` is stored relative to `adapter_dir` when it is a local folder."""
+    stored = os.path.relpath(Path(base).resolve(), adapter_dir.resolve()) if Path(base).is_dir() else base
+    return AdapterCard(base=stored, **facts)
+
+
+def read_card(adapter_dir: Path) -> AdapterCard:
+    """The card of `adapter_dir`; a clear error when the folder holds no trained adapter."""
+    path = adapter_dir / CARD_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{adapter_dir} holds no trained adapter ({CARD_FILE} is missing): give the folder of one "
+            "(`artifacts/adapters/<split>` after `dvc repro train`)"
+        )
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["labels"] = tuple(data["labels"])
+    return AdapterCard(**data)
