@@ -200,8 +200,10 @@ def test_checkpoints_of_another_run_are_discarded_on_resume(adapter, world):
     assert result["steps"] == 2, "a foreign checkpoint was resumed instead of training"
 
 
-def test_classify_cli_reads_csv_jsonl_and_folders(adapter, world, tmp_path):
+def test_classify_cli_reads_csv_jsonl_and_folders(adapter, world, tmp_path, monkeypatch):
     from llavac.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the adapter's card finds its base from any directory
 
     images = world["images"] / "data"
     (tmp_path / "pairs.csv").write_text(
