@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from common import load_params, model_block, stage_logger
 from llavac.model.build import build_llava
+from llavac.model.llama_vocab import VocabularyError
 from llavac.model.loading import write_pointer
 
 
@@ -34,4 +36,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, VocabularyError) as error:  # a bad build.tokenizer; an unreachable package index
+        sys.exit(f"error: {error}")

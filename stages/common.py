@@ -5,14 +5,16 @@ Only stage scripts read params.yaml; the library under src/llavac/ takes typed a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 PARAMS_FILE = Path("params.yaml")
+Settings = TypeVar("Settings")
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
@@ -35,6 +37,19 @@ def model_block(params: dict[str, Any]) -> dict[str, Any]:
     """
     name = choose(params["model"], list(params["models"]), "model")
     return params["models"][name]
+
+
+def settings_from(cls: type[Settings], params: dict[str, Any], section: str) -> Settings:
+    """`models.<model>.<section>` as `cls`; an unknown or missing key is named, with the allowed ones."""
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    block = model_block(params).get(section, {})
+    given = set(block)
+    if given != fields:
+        sys.exit(
+            f"error: models.{params['model']}.{section} has unknown keys {sorted(given - fields)} and lacks "
+            f"{sorted(fields - given)}; the keys are: {', '.join(sorted(fields))}"
+        )
+    return cls(**block)
 
 
 def stage_logger(name: str) -> logging.Logger:

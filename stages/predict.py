@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from common import load_params, model_block, numbered_dirs, stage_logger
+from common import load_params, numbered_dirs, settings_from, stage_logger
 from llavac.labels import TASKS
 from llavac.predict import Evaluation, predict_records, write_jsonl
 
@@ -22,7 +22,7 @@ def main() -> None:
     log = stage_logger("predict")
     params = load_params()
     settings = params["predict"]
-    evaluation = Evaluation(**model_block(params)["evaluation"])
+    evaluation = settings_from(Evaluation, params, "evaluation")
     log.info("predicting in %s, LoRA %s", evaluation.precision, "merged into the base" if evaluation.merge_lora else "unmerged")
     for adapter in numbered_dirs(args.adapters_dir, "train"):
         records = json.loads((args.llava_dir / adapter.name / "test.json").read_text(encoding="utf-8"))

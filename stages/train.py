@@ -7,7 +7,6 @@ Run as `python stages/train.py ...` on a CPU or one GPU, or under `deepspeed --n
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import os
@@ -16,22 +15,10 @@ from pathlib import Path
 
 import torch
 
-from common import load_params, model_block, numbered_dirs, stage_logger
+from common import load_params, numbered_dirs, settings_from, stage_logger
 from llavac.model.loading import read_pointer
 from llavac.plots import plot_training_loss
 from llavac.train import Recipe, train_split
-
-
-def recipe_from(block: dict) -> Recipe:
-    """The selected model's recipe; an unknown or missing key is named, with the allowed ones."""
-    fields = {f.name for f in dataclasses.fields(Recipe)}
-    given = set(block.get("recipe", {}))
-    if given != fields:
-        sys.exit(
-            f"error: the model's recipe has unknown keys {sorted(given - fields)} and lacks {sorted(fields - given)}; "
-            f"the keys are: {', '.join(sorted(fields))}"
-        )
-    return Recipe(**block["recipe"])
 
 
 def main() -> None:
@@ -45,8 +32,7 @@ def main() -> None:
     args, _ = parser.parse_known_args()  # the deepspeed launcher appends --local_rank=N
     log = stage_logger("train")
     params = load_params()
-    block = model_block(params)
-    recipe = recipe_from(block)
+    recipe = settings_from(Recipe, params, "recipe")
     base = read_pointer(args.base_dir)
     histories = {}
     for split_dir in numbered_dirs(args.llava_dir, "format"):

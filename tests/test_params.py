@@ -51,3 +51,16 @@ def test_every_model_block_is_addressable_with_dvc_exp_run_s(name):
     for key in (f"models.{name}.recipe.per_device_batch_size=8", f"models.{name}.evaluation.precision=bf16"):
         override = OverridesParser.create().parse_overrides([key])[0]
         assert override.key_or_group.split(".")[:2] == ["models", name]
+
+
+def test_a_model_section_with_a_wrong_key_stops_with_the_allowed_keys(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "stages"))
+    from common import settings_from
+
+    from llavac.predict import Evaluation
+
+    params = {"model": "tiny", "models": {"tiny": {"evaluation": {"precison": "fp32", "merge_lora": True}}}}
+    with pytest.raises(SystemExit, match=r"models.tiny.evaluation has unknown keys \['precison'\] and lacks \['precision'\]"):
+        settings_from(Evaluation, params, "evaluation")
+    assert settings_from(Evaluation, PARAMS, "evaluation") == Evaluation(**PARAMS["models"][PARAMS["model"]]["evaluation"])
+    assert settings_from(Recipe, PARAMS, "recipe") == Recipe(**PARAMS["models"][PARAMS["model"]]["recipe"])

@@ -10,7 +10,6 @@ so a tiny model that carries it is fed exactly the ids the 7B model would be.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,13 +19,15 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from llavac.data.fetch import file_sha256
+from llavac.model.tokens import SENTENCEPIECE_FILE
+
 SDIST_REQUIREMENT = "llama-cpp-python==0.3.36"
 SDIST_FILE = "llama_cpp_python-0.3.36.tar.gz"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 GGUF_MEMBER = "llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-llama-spm.gguf"
 GGUF_SHA256 = "16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69"
 TEST_SEPARATOR = "\n__ggml_vocab_test__\n"
-MODEL_FILE = "tokenizer.model"
 REFERENCE_FILE = "reference_encodings.json"
 VOCAB_SIZE = 32000
 
@@ -40,14 +41,6 @@ def cache_root() -> Path:
     if "LLAVAC_CACHE" in os.environ:
         return Path(os.environ["LLAVAC_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llavac"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download_sdist(dest: Path) -> Path:
@@ -66,7 +59,7 @@ def download_sdist(dest: Path) -> Path:
 
 def extract_vocab_files(archive: Path, dest: Path) -> Path:
     """The GGUF vocabulary and its `.inp`/`.out` reference files out of the verified sdist."""
-    if sha256(archive) != SDIST_SHA256:
+    if file_sha256(archive) != SDIST_SHA256:
         raise VocabularyError(f"{archive} does not have the pinned SHA-256 {SDIST_SHA256}: delete it and retry")
     with tarfile.open(archive) as tar:
         for suffix in ("", ".inp", ".out"):
@@ -74,7 +67,7 @@ def extract_vocab_files(archive: Path, dest: Path) -> Path:
             with tar.extractfile(member) as source, open(dest / Path(member.name).name, "wb") as target:  # type: ignore[union-attr]
                 shutil.copyfileobj(source, target)
     gguf_path = dest / Path(GGUF_MEMBER).name
-    if sha256(gguf_path) != GGUF_SHA256:
+    if file_sha256(gguf_path) != GGUF_SHA256:
         raise VocabularyError(f"{gguf_path} does not have the pinned SHA-256 {GGUF_SHA256}")
     return gguf_path
 
@@ -135,7 +128,7 @@ def check_model(model_file: Path, cases: list[tuple[str, list[int]]]) -> None:
 def llama_tokenizer_model(cache: Path | None = None) -> Path:
     """The path of the LLaMA `tokenizer.model`, built and verified on first use, then read from the cache."""
     folder = (cache or cache_root()) / "llama-spm"
-    model_file = folder / MODEL_FILE
+    model_file = folder / SENTENCEPIECE_FILE
     if model_file.exists():
         return model_file
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -148,8 +141,8 @@ def llama_tokenizer_model(cache: Path | None = None) -> Path:
         cases = reference_encodings(work)
         staged = work / "llama-spm"
         staged.mkdir()
-        (staged / MODEL_FILE).write_bytes(sentencepiece_model(gguf_path))
-        check_model(staged / MODEL_FILE, cases)
+        (staged / SENTENCEPIECE_FILE).write_bytes(sentencepiece_model(gguf_path))
+        check_model(staged / SENTENCEPIECE_FILE, cases)
         (staged / REFERENCE_FILE).write_text(json.dumps(cases, ensure_ascii=False) + "\n", encoding="utf-8")
         staged.rename(folder)  # atomic: a half-built folder is never seen as the cache
     archive.unlink()  # 77 MB that served its purpose
