@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_throughput import synthetic_records  # noqa: E402
 
 from llavac.model.build import build_llava  # noqa: E402
-from llavac.predict import Evaluation, generate_answers, load_classifier, parse_answer  # noqa: E402
-from llavac.train import Recipe, train_split  # noqa: E402
+from llavac.params import Evaluation, Recipe  # noqa: E402
+from llavac.predict import generate_answers, load_classifier, parse_answer  # noqa: E402
+from llavac.train import train_split  # noqa: E402
 
 TINY_LLAMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["models"]["tiny-llama"]
 """params.yaml's real-shaped tiny model and its recipe."""

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from common import load_params, stage_logger  # first: it checks the interpreter
 import pandas as pd
 
-from common import load_params, model_block, stage_logger
 from llavac.model.build import build_llava
 from llavac.model.llama_vocab import VocabularyError
 from llavac.model.loading import write_pointer
@@ -21,17 +21,15 @@ def main() -> None:
     args = parser.parse_args()
     log = stage_logger("base_model")
     params = load_params()
-    block = model_block(params)
-    if "build" in block:
+    block = params.selected
+    if block.build is not None:
         texts = pd.read_parquet(args.pairs, columns=["text"])["text"].tolist()
-        log.info("building %s from its architecture; tokenizer trained on %d texts", params["model"], len(texts))
-        build_llava(args.out_dir, texts, block["build"], params["seed"])
+        log.info("building %s from its architecture; tokenizer trained on %d texts", params.model, len(texts))
+        build_llava(args.out_dir, texts, block.build.model_dump(), params.seed)
         write_pointer(args.out_dir, str(args.out_dir))
-    elif "pretrained" in block:
-        log.info("using the pretrained %s", block["pretrained"])
-        write_pointer(args.out_dir, block["pretrained"])
     else:
-        raise SystemExit(f"error: models.{params['model']} needs either `build:` or `pretrained:`")
+        log.info("using the pretrained %s", block.pretrained)
+        write_pointer(args.out_dir, block.pretrained)
     log.info("wrote %s", args.out_dir)
 
 

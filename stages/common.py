@@ -1,55 +1,44 @@
-"""What the stage scripts share: reading params.yaml, picking the model block, one logger each.
+"""What the stage scripts share: validated params, one logger each, the numbered split folders.
 
 Only stage scripts read params.yaml; the library under src/llavac/ takes typed arguments.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import importlib.util
 import logging
 import sys
 from pathlib import Path
-from typing import Any, TypeVar
 
-import yaml
-
-PARAMS_FILE = Path("params.yaml")
-Settings = TypeVar("Settings")
+CHECKOUT_SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """The whole params file (DVC has already applied any `dvc exp run -S` overrides to it)."""
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+def _stop_on_a_foreign_interpreter() -> None:
+    """Stop unless this python runs this checkout's `llavac`.
 
-
-def choose(value: str, allowed: list[str] | tuple[str, ...], key: str) -> str:
-    """Return `value` if allowed, else stop with one message naming the allowed values."""
-    if value not in allowed:
-        sys.exit(f"error: params.yaml {key}={value!r} is not one of: {', '.join(allowed)}")
-    return value
-
-
-def model_block(params: dict[str, Any]) -> dict[str, Any]:
-    """The `models.<model>` block selected by the top-level `model` key.
-
-    DVC cannot interpolate a nested key such as ``${models.${model}}``, so the choice is resolved here.
+    DVC runs each stage with the `python` on PATH. Without the project's environment activated that is
+    the system one (which lacks the packages) or another environment (which may run another checkout's
+    code, or other library versions, silently); either way the stage stops here with what to do.
     """
-    name = choose(params["model"], list(params["models"]), "model")
-    return params["models"][name]
+    activate = "activate this checkout's environment first: `source .venv/bin/activate` (`make test` creates it)"
+    found = importlib.util.find_spec("llavac")
+    if found is None or found.origin is None:
+        sys.exit(f"error: {sys.executable} does not have the project installed; {activate}")
+    if not Path(found.origin).resolve().is_relative_to(CHECKOUT_SRC):
+        sys.exit(f"error: {sys.executable} imports llavac from {Path(found.origin).parent}, not from {CHECKOUT_SRC}; {activate}")
 
 
-def settings_from(cls: type[Settings], params: dict[str, Any], section: str) -> Settings:
-    """`models.<model>.<section>` as `cls`; an unknown or missing key is named, with the allowed ones."""
-    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    block = model_block(params).get(section, {})
-    given = set(block)
-    if given != fields:
-        sys.exit(
-            f"error: models.{params['model']}.{section} has unknown keys {sorted(given - fields)} and lacks "
-            f"{sorted(fields - given)}; the keys are: {', '.join(sorted(fields))}"
-        )
-    return cls(**block)
+_stop_on_a_foreign_interpreter()
+
+from llavac.params import Params, ParamsError  # noqa: E402  (after the check above, on purpose)
+from llavac.params import load_params as validate_params  # noqa: E402
+
+def load_params() -> Params:
+    """params.yaml, validated against the schema in `llavac.params`; a bad key ends the stage in one message."""
+    try:
+        return validate_params()
+    except ParamsError as error:
+        sys.exit(f"error: {error}")
 
 
 def stage_logger(name: str) -> logging.Logger:

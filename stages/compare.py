@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from common import load_params, stage_logger  # first: it checks the interpreter
 import yaml
-from common import choose, load_params, stage_logger
 
 from llavac.paper import RunInfo, load_paper, paper_scores, results_markdown, versus_paper
 
@@ -59,10 +59,11 @@ def main() -> None:
         paper = load_paper(args.paper)
     except (OSError, ValueError, yaml.YAMLError) as e:
         sys.exit(f"error: {e}")
-    protocol = choose(params["protocol"], paper.protocols, "protocol")
-    raw_dir = str(params["data"]["raw_dir"])
+    protocol, raw_dir = params.protocol, params.data.raw_dir
+    if protocol not in paper.protocols:
+        sys.exit(f"error: {args.paper} has no table for protocol {protocol!r}; it has: {', '.join(paper.protocols)}")
     run = RunInfo(
-        model=params["model"],
+        model=params.model,
         raw_dir=raw_dir,
         synthetic_sample=Path(raw_dir).resolve().is_relative_to(SAMPLE_DIR.resolve()),
         valid_pairs=valid_pairs(args.data_json),

@@ -6,11 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+from common import load_params, numbered_dirs, stage_logger  # first: it checks the interpreter
 import pandas as pd
 
-from common import choose, load_params, numbered_dirs, stage_logger
 from llavac.data.splits import PARTS
-from llavac.prompt import IMAGE_POSITIONS, llava_record
+from llavac.prompt import llava_record
 
 def format_splits(splits_dir: Path, out_dir: Path, image_position: str) -> dict[str, int]:
     """Write `<out_dir>/<K>/<part>.json` for every split folder K under `splits_dir`; return record counts."""
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args()
     log = stage_logger("format")
-    position = choose(load_params()["prompt"]["image_position"], IMAGE_POSITIONS, "prompt.image_position")
+    position = load_params().prompt.image_position
     counts = format_splits(args.splits_dir, args.out_dir, position)
     log.info("wrote %d files (%d records, image %s) to %s", len(counts), sum(counts.values()), position, args.out_dir)
 

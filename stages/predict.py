@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from common import load_params, numbered_dirs, settings_from, stage_logger
+from common import load_params, numbered_dirs, stage_logger
 from llavac.labels import TASKS
-from llavac.predict import Evaluation, predict_records, write_jsonl
+from llavac.predict import predict_records, write_jsonl
 
 
 def main() -> None:
@@ -21,12 +21,11 @@ def main() -> None:
     args = parser.parse_args()
     log = stage_logger("predict")
     params = load_params()
-    settings = params["predict"]
-    evaluation = settings_from(Evaluation, params, "evaluation")
+    settings, evaluation = params.predict, params.selected.evaluation
     log.info("predicting in %s, LoRA %s", evaluation.precision, "merged into the base" if evaluation.merge_lora else "unmerged")
     for adapter in numbered_dirs(args.adapters_dir, "train"):
         records = json.loads((args.llava_dir / adapter.name / "test.json").read_text(encoding="utf-8"))
-        rows = predict_records(adapter, records, args.image_folder, settings["batch_size"], settings["max_new_tokens"], evaluation)
+        rows = predict_records(adapter, records, args.image_folder, settings.batch_size, settings.max_new_tokens, evaluation)
         out = args.out_dir / f"{adapter.name}.jsonl"
         write_jsonl(rows, out)
         unparsed = sum(row[f"pred_{task}"] is None for row in rows for task in TASKS)

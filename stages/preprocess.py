@@ -31,11 +31,11 @@ def main() -> None:
             f"error: {error}. Put the real dataset's MVSA_Single folder under data/ and run with "
             "`-S data.raw_dir=data/MVSA_Single`, or run `dvc repro sample` for the synthetic sample."
         )
-    spark_params = load_params()["spark"]
+    spark_params = load_params().spark
     started = time.perf_counter()
-    spark = spark_session(spark_params["master"], spark_params["partitions"])
+    spark = spark_session(spark_params.master, spark_params.partitions)
     log.info("Spark %s on %s, %d partitions, started in %.1f s",
-             spark.version, spark_params["master"], spark_params["partitions"], time.perf_counter() - started)
+             spark.version, spark_params.master, spark_params.partitions, time.perf_counter() - started)
     started = time.perf_counter()
     metrics = preprocess(spark, raw_dir, pairs_path)
     spark.stop()

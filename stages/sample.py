@@ -22,11 +22,11 @@ def main() -> None:
         sys.exit("usage: python stages/sample.py OUT_DIR")
     out_dir = Path(sys.argv[1])
     params = load_params()
-    sample, seed = params["sample"], params["seed"]
+    sample, seed = params.sample, params.seed
     log.info("writing %d synthetic pairs (seed %d, image sides %d-%d px) to %s",
-             sample["n_pairs"], seed, sample["min_side"], sample["max_side"], out_dir)
+             sample.n_pairs, seed, sample.min_side, sample.max_side, out_dir)
     try:
-        summary = write_sample(out_dir, sample["n_pairs"], seed, sample["min_side"], sample["max_side"])
+        summary = write_sample(out_dir, sample.n_pairs, seed, sample.min_side, sample.max_side)
     except (ValueError, FileExistsError) as error:
         sys.exit(f"error: {error}")
     log.info("wrote %d label rows; text labels %s; image labels %s",

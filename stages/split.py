@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from common import choose, load_params, stage_logger
+from common import load_params, stage_logger
 
 from llavac.data.splits import (
     PROTOCOLS,
@@ -94,17 +94,15 @@ def main() -> None:
         sys.exit("usage: python stages/split.py PAIRS_PARQUET SPLITS_DIR OUT_DIR")
     pairs_path, splits_dir, out_dir = map(Path, sys.argv[1:])
     params = load_params()
-    protocol = choose(params["protocol"], PROTOCOLS, "protocol")
-    source = choose(params["splits"]["source"], SOURCES, "splits.source")
     try:
         split_pairs(
             pairs_path,
             splits_dir,
             out_dir,
-            protocol,
-            source,
-            int(params["seed"]),
-            bool(params["splits"]["allow_mismatches"]),
+            params.protocol,
+            params.splits.source,
+            params.seed,
+            params.splits.allow_mismatches,
         )
     except (FileNotFoundError, ValueError) as exc:
         sys.exit(f"error: {exc}")

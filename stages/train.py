@@ -13,12 +13,12 @@ import os
 import sys
 from pathlib import Path
 
+from common import load_params, numbered_dirs, stage_logger  # first: it checks the interpreter
 import torch
 
-from common import load_params, numbered_dirs, settings_from, stage_logger
 from llavac.model.loading import read_pointer
 from llavac.plots import plot_training_loss
-from llavac.train import Recipe, train_split
+from llavac.train import train_split
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     args, _ = parser.parse_known_args()  # the deepspeed launcher appends --local_rank=N
     log = stage_logger("train")
     params = load_params()
-    recipe = settings_from(Recipe, params, "recipe")
+    recipe = params.selected.recipe
     base = read_pointer(args.base_dir)
     histories = {}
     for split_dir in numbered_dirs(args.llava_dir, "format"):
@@ -47,9 +47,9 @@ def main() -> None:
             args.checkpoint_dir / split,
             args.live_dir / split,
             recipe,
-            params["seed"],
-            params["train"]["resume"],
-            params["prompt"]["image_position"],
+            params.seed,
+            params.train.resume,
+            params.prompt.image_position,
         )
         histories[split] = result["history"]
         log.info("split %s: %d steps, mean training loss %.4f -> %s", split, result["steps"], result["train_loss"], args.out_dir / split)

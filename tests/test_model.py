@@ -4,6 +4,8 @@ resuming, and batched prediction — all on a small random-init llava-hf model b
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,9 +19,10 @@ from llavac.model.build import build_llava
 from llavac.model.inputs import IGNORE_INDEX, TrainingCollator, background_colour, pad_to_square
 from llavac.model.adapter_card import read_card
 from llavac.model.loading import load_base, load_inputs
-from llavac.predict import Evaluation, generate_answers, load_classifier, parse_answer, prediction_rows
+from llavac.params import Evaluation, Recipe
+from llavac.predict import generate_answers, load_classifier, parse_answer, prediction_rows
 from llavac.prompt import llava_record
-from llavac.train import PROJECTOR, Recipe, add_lora, gradient_accumulation, optimizer_groups, train_split
+from llavac.train import PROJECTOR, add_lora, gradient_accumulation, optimizer_groups, train_split
 
 ARCHITECTURE = {
     "vision": {"image_size": 16, "patch_size": 8, "hidden_size": 16, "intermediate_size": 32,
@@ -222,6 +225,75 @@ def test_classify_cli_reads_csv_jsonl_and_folders(adapter, world, tmp_path, monk
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert [r["id"] for r in rows] == ids
         assert all({"raw", "pred_text", "pred_image", "pred_multimodal"} <= set(r) for r in rows)
+        assert [r["text"] for r in rows] == TEXTS[: len(ids)]  # each output row says what it classified
+
+
+def test_classify_cli_checks_every_pair_before_the_model_and_keeps_one_line_per_pair(adapter, world, tmp_path, capsys):
+    from llavac.cli import main
+
+    image = world["images"] / "data" / "0.jpg"
+    (tmp_path / "ok.jpg").write_bytes(image.read_bytes())
+    (tmp_path / "cut.jpg").write_bytes(image.read_bytes()[:200])
+    os.mkfifo(tmp_path / "fifo.jpg")  # reading it would block forever
+    (tmp_path / "pairs.csv").write_text(
+        "image,text\n/etc/passwd,hello\n../absent.jpg,hi\nfifo.jpg,x\nok.jpg,what a lovely day\ncut.jpg,meh\nok.jpg,\n"
+    )
+    out = tmp_path / "out.jsonl"
+    main(["classify", str(tmp_path / "pairs.csv"), "--adapter", str(adapter), "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["row"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [("error" in r) for r in rows] == [True, True, True, False, True, True]
+    assert "not a readable image" in rows[0]["error"] and "No such file" in rows[1]["error"]
+    assert "not a regular file" in rows[2]["error"] and "not a readable image" in rows[4]["error"]
+    assert rows[5]["error"] == "empty_text" and {"raw", "pred_multimodal"} <= set(rows[3])
+    assert "classified 1 pairs, skipped 5" in capsys.readouterr().out
+
+
+def test_classify_cli_takes_one_pair_on_the_command_line(adapter, world, tmp_path):
+    from llavac.cli import main
+
+    out = tmp_path / "one.jsonl"
+    main(["classify", "--image", str(world["images"] / "data" / "1.jpg"), "--text", TEXTS[1], "--adapter", str(adapter),
+          "--out", str(out)])
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (row["id"], row["image"], row["text"]) == ("1", "1.jpg", TEXTS[1]) and "pred_text" in row
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "the input holds no pairs"),
+        (b"image,text\n", "the input holds no pairs"),
+        (b"image;text\na.jpg;hi\n", "`image` and `text` are required"),
+        (b"image,text\na.jpg,caf\xe9\n", "pairs.csv is not UTF-8 text"),
+    ],
+)
+def test_classify_cli_refuses_an_unusable_input_before_loading_the_model(adapter, tmp_path, content, message, monkeypatch):
+    from llavac import cli
+
+    monkeypatch.setattr("llavac.predict.load_classifier", lambda *a: pytest.fail("the model was loaded"))
+    (tmp_path / "pairs.csv").write_bytes(content)
+    with pytest.raises(SystemExit, match=message):
+        cli.main(["classify", str(tmp_path / "pairs.csv"), "--adapter", str(adapter), "--out", str(tmp_path / "o.jsonl")])
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_classify_cli_names_a_missing_base_model(adapter, tmp_path):
+    from llavac.cli import main
+
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(adapter, moved)  # the card's base is relative to the adapter: now it points nowhere
+    with pytest.raises(SystemExit, match="the base model of .* is missing: it was trained on the folder"):
+        main(["classify", "--image", "x.jpg", "--text", "hi", "--adapter", str(moved)])
+
+
+def test_fetch_splits_refuses_a_file_as_destination(tmp_path, capsys):
+    from llavac.cli import main
+
+    (tmp_path / "f").write_text("")
+    with pytest.raises(SystemExit):
+        main(["fetch-splits", "--dest", str(tmp_path / "f")])
+    assert f"--dest {tmp_path / 'f'} is a file; give a folder" in capsys.readouterr().err
 
 
 def test_classify_cli_without_an_adapter_says_which_stage_makes_it(tmp_path):

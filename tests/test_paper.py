@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import write_params
 from llavac.labels import TASKS
 from llavac.metrics import load_predictions, score_splits
 from llavac.paper import RunInfo, load_paper, make_paper_tags, paper_scores, results_markdown, versus_paper
@@ -126,8 +127,7 @@ def test_compare_stage_writes_paper_deltas_and_report(tmp_path, monkeypatch, our
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "scores.json").write_text(json.dumps(ours))
     (tmp_path / "metrics" / "data.json").write_text(json.dumps({"valid_pairs": 4511}))
-    params = {"protocol": "zhang", "model": "tiny", "data": {"raw_dir": raw_dir}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(tmp_path, protocol="zhang", model="tiny", data__raw_dir=raw_dir)
     outputs = ["metrics/paper.json", "metrics/vs_paper.json", "reports/results.md"]
     run_stage(monkeypatch, tmp_path, "compare.py", "metrics/scores.json", str(PAPER_YAML), *outputs)
     assert json.loads((tmp_path / "metrics" / "paper.json").read_text()) == {

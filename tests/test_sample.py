@@ -15,6 +15,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
+from helpers import write_params
 from llavac.data import mvsa
 from llavac.data.sample import MIN_PAIRS, SampleSummary, write_sample
 from llavac.labels import label_rule
@@ -159,8 +160,7 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
 
 
 def test_stage_writes_the_sample_from_params(tmp_path: Path) -> None:
-    params = {"seed": 3, "sample": {"n_pairs": 30, "min_side": 20, "max_side": 30}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(tmp_path, seed=3, sample={"n_pairs": 30, "min_side": 20, "max_side": 30})
     done = subprocess.run([sys.executable, str(REPO / "stages" / "sample.py"), "out"], cwd=tmp_path,
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr

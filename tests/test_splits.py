@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from helpers import write_params as write_repo_params
 from llavac.data.splits import (
     PAIR_COLUMNS,
     generated_splits,
@@ -318,7 +319,7 @@ def test_read_pairs_reads_a_spark_folder_and_checks_columns(tmp_path):
 
 def write_params(cwd: Path, splits_dir: Path, protocol: str = "cheema", **splits) -> None:
     settings = {"source": "generated", "dir": str(splits_dir), "allow_mismatches": False} | splits
-    (cwd / "params.yaml").write_text(yaml.safe_dump({"seed": 5, "protocol": protocol, "splits": settings}))
+    write_repo_params(cwd, seed=5, protocol=protocol, splits=settings)
 
 
 def run_stage(cwd: Path, pairs: Path, splits_dir: Path, out: Path, **params) -> subprocess.CompletedProcess:
@@ -431,8 +432,8 @@ def test_stage_names_allowed_values_and_the_fetch_command(tmp_path, monkeypatch)
     pairs_file = tmp_path / "pairs.parquet"
     small_pairs(30).to_parquet(pairs_file, index=False)
     args = (monkeypatch, tmp_path, pairs_file, tmp_path / "official", tmp_path / "out")
-    assert "protocol='kfold' is not one of: cheema, random, zhang" in stage_exit(*args, protocol="kfold")
-    assert "splits.source='published' is not one of: generated, official" in stage_exit(*args, source="published")
+    assert "protocol='kfold': Input should be 'cheema', 'random' or 'zhang'" in stage_exit(*args, protocol="kfold")
+    assert "splits.source='published': Input should be 'generated' or 'official'" in stage_exit(*args, source="published")
     missing = stage_exit(*args, protocol="zhang", source="official")
     assert missing.startswith("error: the official zhang split files are missing")
     assert "llavac fetch-splits zhang" in missing

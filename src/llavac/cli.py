@@ -1,113 +1,130 @@
 """`llavac`: the commands a researcher runs outside the DVC pipeline.
 
     llavac fetch-splits [cheema|random|zhang] [--dest data/splits]
-    llavac classify --adapter artifacts/adapters/1 INPUT --out predictions.jsonl
+    llavac classify [--adapter artifacts/adapters/1] INPUT [--out predictions.jsonl]
+    llavac classify --image tweet.jpg --text "what a day" [--adapter ...]
     llavac paper-tags
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from llavac.data.fetch import fetch_splits
-from llavac.data.splits import PROTOCOLS
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+from llavac.params import Protocol
+PROTOCOLS = get_args(Protocol)
 
 
-def read_inputs(source: Path) -> tuple[list[dict[str, Any]], Path]:
-    """Pairs to classify, as records with `id`, `text`, `image`, and the folder images are relative to.
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless it has none."""
 
-    A CSV or JSONL file has `image` and `text` columns (`id` optional); a folder holds MVSA-style
-    `<name>.txt` + `<name>.<image>` files (texts decoded as MVSA's GBK, or UTF-8).
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def classify(
+    adapter: Path, pairs: tuple[list[dict[str, Any]], Path], out: Path, batch_size: int, max_new_tokens: int,
+    precision: str | None,
+) -> tuple[int, int]:
+    """Label every usable pair with a trained adapter; write one JSON line per input pair to `out`.
+
+    Every pair is checked before the model loads; one that cannot be classified is written with its
+    `error` instead of labels. The prompt's image position and the base model come from the adapter's
+    card, so the inputs are built exactly as in training. The LoRA is merged as in LLaVA's
+    evaluation; the precision is LLaVA's fp16 on a GPU and fp32 on a CPU unless `precision` says
+    otherwise. Returns (classified, skipped).
     """
-    from llavac.data.mvsa import decode_text
-
-    if source.is_dir():
-        rows = []
-        for image in sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-            text_file = image.with_suffix(".txt")
-            if not text_file.exists():
-                logging.warning("skipping %s: no %s beside it", image.name, text_file.name)
-                continue
-            rows.append({"id": image.stem, "image": image.name, "text": decode_text(text_file.read_bytes())[0]})
-        return rows, source
-    if source.suffix == ".csv":
-        with open(source, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    elif source.suffix == ".jsonl":
-        rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif source.suffix == ".json":
-        rows = json.loads(source.read_text(encoding="utf-8"))
-    else:
-        raise ValueError(f"{source}: give a folder, a .csv, a .jsonl or a .json (array) file")
-    missing = [i for i, row in enumerate(rows, 1) if not row.get("image") or row.get("text") is None]
-    if missing:
-        raise ValueError(f"{source}: rows {missing[:10]} lack an `image` or `text` value")
-    return [{"id": row.get("id", i), **row} for i, row in enumerate(rows, 1)], source.parent
-
-
-def classify(adapter: Path, source: Path, out: Path, batch_size: int, max_new_tokens: int, precision: str | None) -> int:
-    """Label every pair of `source` with a trained adapter; write one JSON line per pair to `out`.
-
-    The prompt's image position and the base model come from the adapter's card, so the inputs are
-    built exactly as in training. The LoRA is merged as in LLaVA's evaluation; the precision is
-    LLaVA's fp16 on a GPU and fp32 on a CPU unless `precision` says otherwise.
-    """
-    import torch
-
     from llavac.model.adapter_card import read_card
-    from llavac.predict import Evaluation, predict_records, write_jsonl
-    from llavac.prompt import human_turn
+    from llavac.new_pairs import InputError, problem
 
     card = read_card(adapter)
+    card.base_for(adapter)  # a missing base folder is reported before any work
+    rows, image_folder = pairs
+    if not rows:
+        raise InputError("the input holds no pairs")
+    problems = {row["row"]: problem(row, image_folder) for row in rows}
+    for number, reason in problems.items():
+        if reason:
+            logging.warning("row %d skipped: %s", number, reason)
+    usable = [row for row in rows if not problems[row["row"]]]
+    if not usable:
+        raise InputError(f"none of the {len(rows)} pairs can be classified (see the reasons above)")
+
+    import torch
+
+    from llavac.params import Evaluation
+    from llavac.predict import predict_records, write_jsonl
+    from llavac.prompt import new_record
+
     evaluation = Evaluation(precision or ("fp16" if torch.cuda.is_available() else "fp32"), merge_lora=True)
-    rows, image_folder = read_inputs(source)
-    records = [
-        {"id": row["id"], "image": row["image"], "conversations": [{"from": "human", "value": human_turn(row["text"], card.image_position)}]}
-        for row in rows
-    ]
-    write_jsonl(predict_records(adapter, records, image_folder, batch_size, max_new_tokens, evaluation), out)
-    return len(records)
+    records = [new_record(row["id"], row["image"], row["text"], card.image_position) for row in usable]
+    predicted = iter(predict_records(adapter, records, image_folder, batch_size, max_new_tokens, evaluation))
+    write_jsonl(
+        [{**row, **(next(predicted) if not problems[row["row"]] else {"error": problems[row["row"]]})} for row in rows],
+        out,
+    )
+    return len(usable), len(rows) - len(usable)
 
 
 def main(argv: list[str] | None = None) -> None:
+    defaults = HelpWithDefaults
     parser = argparse.ArgumentParser(prog="llavac", description="LLaVAC: LLaVA-1.5 + LoRA multimodal sentiment")
     commands = parser.add_subparsers(dest="command", required=True)
-    fetch = commands.add_parser("fetch-splits", help="download the official split files and verify their SHA-256")
+    fetch = commands.add_parser("fetch-splits", formatter_class=defaults,
+                                help="download the official split files and verify their SHA-256")
     fetch.add_argument("protocol", nargs="?", choices=PROTOCOLS, help="one protocol (default: all three)")
-    fetch.add_argument("--dest", type=Path, default=Path("data/splits"))
-    run = commands.add_parser("classify", help="label new (image, text) pairs with a trained adapter")
-    run.add_argument("input", type=Path, help="a folder of <name>.jpg + <name>.txt, or a CSV/JSONL with image,text")
-    run.add_argument("--adapter", type=Path, default=Path("artifacts/adapters/1"))
-    run.add_argument("--out", type=Path, default=Path("predictions.jsonl"))
-    run.add_argument("--batch-size", type=int, default=32)
-    run.add_argument("--max-new-tokens", type=int, default=16)
+    fetch.add_argument("--dest", type=Path, default=Path("data/splits"), help="folder for <protocol>/ subfolders")
+    run = commands.add_parser("classify", formatter_class=defaults,
+                              help="label new (image, text) pairs with a trained adapter",
+                              description="Label (image, text) pairs: a file or folder of pairs, or one pair with --image and --text.")
+    run.add_argument("input", type=Path, nargs="?",
+                     help="a folder of <name>.jpg + <name>.txt, or a .csv/.jsonl/.json file with image,text[,id] "
+                          "(image paths relative to the file's folder, or absolute)")
+    run.add_argument("--image", type=Path, help="one image to classify (with --text, instead of INPUT)")
+    run.add_argument("--text", help="the text that goes with --image")
+    run.add_argument("--adapter", type=Path, default=Path("artifacts/adapters/1"), help="a trained adapter folder")
+    run.add_argument("--out", type=Path, default=Path("predictions.jsonl"),
+                     help="one JSON line per input pair: row, id, image, text, the labels (or an error)")
+    run.add_argument("--batch-size", type=positive, default=32, help="pairs per forward pass")
+    run.add_argument("--max-new-tokens", type=positive, default=16, help="generation budget per answer")
     run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
                      help="compute precision (default: fp16 on a GPU, as LLaVA evaluates; fp32 on a CPU)")
     commands.add_parser("paper-tags", help="tag paper-<protocol> commits holding the paper's numbers")
     args = parser.parse_args(argv)
+    if args.command == "classify" and (args.input is None) == (args.image is None or args.text is None):
+        parser.error("classify takes INPUT, or --image and --text (not both)")
+    if args.command == "fetch-splits" and args.dest.exists() and not args.dest.is_dir():
+        parser.error(f"--dest {args.dest} is a file; give a folder")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.command == "fetch-splits":
+            from llavac.data.fetch import fetch_splits
+
             for path in fetch_splits(args.protocol, args.dest):
                 print(path)
         elif args.command == "classify":
-            n = classify(args.adapter, args.input, args.out, args.batch_size, args.max_new_tokens, args.precision)
-            print(f"classified {n} pairs -> {args.out}")
+            from llavac.new_pairs import one_pair, read_pairs
+
+            pairs = read_pairs(args.input) if args.input else one_pair(args.image, args.text)
+            done, skipped = classify(args.adapter, pairs, args.out, args.batch_size, args.max_new_tokens, args.precision)
+            print(f"classified {done} pairs, skipped {skipped} -> {args.out}")
         else:
             from llavac.paper import load_paper, make_paper_tags
 
             for tag in make_paper_tags(Path.cwd(), load_paper(Path("reference/paper.yaml"))):
                 print(tag)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:  # FetchError is a RuntimeError
+    except (ValueError, OSError, RuntimeError) as error:  # FetchError is a RuntimeError; InputError a ValueError
         sys.exit(f"error: {error}")
+
+
+def positive(value: str) -> int:
+    """argparse type: an integer of at least 1."""
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
+    return int(value)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from llavac.labels import LABELS, TASKS
 from llavac.model.adapter_card import read_card
 from llavac.model.inputs import LlavaInputs, prompt_batch
 from llavac.model.loading import load_base, load_inputs
+from llavac.params import Evaluation
 
 LABEL_WORD = re.compile(r"\b(" + "|".join(LABELS) + r")\b")
 SLOT_SEPARATOR = re.compile(r"[,;\n|/]")
@@ -45,14 +45,6 @@ def parse_answer(raw: str) -> tuple[str | None, str | None, str | None]:
         labels = LABEL_WORD.findall(lowered)[:3]
         labels += [None] * (3 - len(labels))
     return labels[0], labels[1], labels[2]
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """How the classifier runs: the compute precision, and whether the LoRA is merged into the base."""
-
-    precision: str = "fp32"
-    merge_lora: bool = False
 
 
 def load_classifier(adapter_dir: Path, evaluation: Evaluation) -> tuple[torch.nn.Module, LlavaInputs]:

@@ -6,9 +6,10 @@ cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, get_args
 
-from llavac.labels import LABELS
+from llavac.labels import LABELS, TASKS
+from llavac.params import ImagePosition
 
 IMAGE_TOKEN = "<image>"
 
@@ -33,8 +34,7 @@ EOS = "</s>"
 ANSWER_TEMPLATE = "{text}, {image}, {multimodal}"
 """The response: the three labels in the paper's order (text, image, multimodal)."""
 
-ImagePosition = Literal["front", "inline"]
-IMAGE_POSITIONS: tuple[str, ...] = ("front", "inline")
+IMAGE_POSITIONS: tuple[str, ...] = get_args(ImagePosition)
 
 
 def human_turn(text: str, image_position: ImagePosition = "front") -> str:
@@ -69,21 +69,17 @@ def chat_text(human: str, reply: str) -> str:
     return f"{chat_prompt(human)} {reply}{EOS}"
 
 
-def llava_record(
-    pair: dict[str, Any], image_position: ImagePosition = "front"
-) -> dict[str, Any]:
+def new_record(pair_id: Any, image: str, text: str, image_position: ImagePosition = "front") -> dict[str, Any]:
+    """A pair to classify as a LLaVA record: the human turn only, the image path relative to a folder."""
+    return {"id": pair_id, "image": image, "conversations": [{"from": "human", "value": human_turn(text, image_position)}]}
+
+
+def llava_record(pair: dict[str, Any], image_position: ImagePosition = "front") -> dict[str, Any]:
     """One pair as a record of the LLaVA repository's fine-tuning JSON (`docs/Finetune_Custom_Data.md`).
 
     The gold labels ride along as extra keys; the LLaVA repository ignores keys it does not know.
     """
-    return {
-        "id": pair["id"],
-        "image": pair["image_path"],
-        "conversations": [
-            {"from": "human", "value": human_turn(pair["text"], image_position)},
-            {"from": "gpt", "value": answer(pair["text_label"], pair["image_label"], pair["multimodal_label"])},
-        ],
-        "text_label": pair["text_label"],
-        "image_label": pair["image_label"],
-        "multimodal_label": pair["multimodal_label"],
-    }
+    record = new_record(pair["id"], pair["image_path"], pair["text"], image_position)
+    labels = {f"{task}_label": pair[f"{task}_label"] for task in TASKS}
+    record["conversations"].append({"from": "gpt", "value": answer(*labels.values())})
+    return {**record, **labels}

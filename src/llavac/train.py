@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,33 +26,12 @@ from transformers.trainer_utils import get_last_checkpoint
 from llavac.model.adapter_card import card_for
 from llavac.model.inputs import TrainingCollator
 from llavac.model.loading import load_base, load_inputs, save_inputs, torch_dtype
+from llavac.params import Recipe
 
 LANGUAGE_MODEL_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 """LoRA targets: a plain name list would also hit CLIP's q/k/v projections."""
 
 PROJECTOR = "multi_modal_projector"
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """One model's fine-tuning recipe; the `llava-v15-7b` block of params.yaml is the paper's."""
-
-    lora_r: int
-    lora_alpha: int
-    lora_dropout: float
-    learning_rate: float
-    projector_learning_rate: float
-    weight_decay: float
-    warmup_ratio: float
-    lr_scheduler: str
-    max_grad_norm: float
-    epochs: float
-    per_device_batch_size: int
-    global_batch_size: int
-    precision: str
-    gradient_checkpointing: bool
-    model_max_length: int
-    deepspeed: str
 
 
 class Records(Dataset):

@@ -40,7 +40,15 @@ class AdapterCard:
     def base_for(self, adapter_dir: Path) -> str:
         """The base model as `from_pretrained` takes it, from wherever the caller runs."""
         local = adapter_dir / self.base
-        return str(local.resolve()) if local.is_dir() else self.base
+        if local.is_dir():
+            return str(local.resolve())
+        if self.base.startswith("."):  # stored relative to the adapter; a hub id never starts with a dot
+            raise FileNotFoundError(
+                f"the base model of {adapter_dir} is missing: it was trained on the folder {local.resolve()}. "
+                "Rebuild it there (`dvc repro base_model` in the checkout that trained the adapter), or move "
+                "the adapter and its base together, keeping their relative location."
+            )
+        return self.base
 
 
 def card_for(base: str, adapter_dir: Path, **facts: Any) -> AdapterCard:
@@ -54,8 +62,8 @@ def read_card(adapter_dir: Path) -> AdapterCard:
     path = adapter_dir / CARD_FILE
     if not path.is_file():
         raise FileNotFoundError(
-            f"{adapter_dir} holds no trained adapter ({CARD_FILE} is missing): give the folder of one "
-            "(`artifacts/adapters/<split>` after `dvc repro train`)"
+            f"{adapter_dir} (seen from {Path.cwd()}) holds no trained adapter ({CARD_FILE} is missing): pass "
+            "--adapter with the folder of one (in a LLaVAC checkout, `dvc repro train` writes artifacts/adapters/<split>)"
         )
     data = json.loads(path.read_text(encoding="utf-8"))
     data["labels"] = tuple(data["labels"])
