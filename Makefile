@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test java paper-tags benchmark clean-venv
+.PHONY: repro test compare java paper-tags benchmark clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -21,10 +21,14 @@ java:
 
 repro: $(STAMP) java
 	dvc repro
-	dvc metrics show
+	llavac compare
 
 test: $(STAMP) java
 	pytest
+
+# The workspace and every DVC experiment against the paper, one short row each.
+compare: $(STAMP)
+	llavac compare
 
 paper-tags: $(STAMP)
 	python -m llavac.cli paper-tags

@@ -3,6 +3,7 @@
     llavac fetch-splits [cheema|random|zhang] [--dest data/splits]
     llavac classify [--adapter artifacts/adapters/1] INPUT [--out predictions.jsonl]
     llavac classify --image tweet.jpg --text "what a day" [--adapter ...]
+    llavac compare
     llavac paper-tags
 """
 
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--max-new-tokens", type=positive, default=16, help="generation budget per answer")
     run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
                      help="compute precision (default: fp16 on a GPU, as LLaVA evaluates; fp32 on a CPU)")
+    commands.add_parser("compare", help="the workspace and each DVC experiment against the paper, one row each")
     commands.add_parser("paper-tags", help="tag paper-<protocol> commits holding the paper's numbers")
     args = parser.parse_args(argv)
     if args.command == "classify" and (args.input is None) == (args.image is None or args.text is None):
@@ -111,6 +113,10 @@ def main(argv: list[str] | None = None) -> None:
             pairs = read_pairs(args.input) if args.input else one_pair(args.image, args.text)
             done, skipped = classify(args.adapter, pairs, args.out, args.batch_size, args.max_new_tokens, args.precision)
             print(f"classified {done} pairs, skipped {skipped} -> {args.out}")
+        elif args.command == "compare":
+            from llavac.experiments import compare_experiments
+
+            print(compare_experiments())
         else:
             from llavac.paper import load_paper, make_paper_tags
 
