@@ -9,6 +9,7 @@ single Parquet file (not a Spark part-file folder): `pandas.read_parquet` reads 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,18 @@ from common import load_params, stage_logger
 
 from llavac.data import mvsa
 from llavac.data.spark import preprocess, spark_session
+
+
+def no_pairs_reason(raw_dir: Path, metrics: dict) -> str:
+    """Why a raw folder gave no pair at all: usually a label file that is not MVSA's."""
+    label_file = raw_dir / mvsa.LABEL_FILE
+    if not metrics["raw_label_rows"]:
+        return f"{label_file} holds no label rows (an empty file, or only its header)"
+    dropped = {reason: n for reason, n in metrics["dropped"].items() if n}
+    return (
+        f"none of the {metrics['raw_label_rows']} label rows of {label_file} gave a usable pair (dropped: {dropped}); "
+        "each row must be `<id>\\t<text label>,<image label>`, tab-separated, with labels negative/neutral/positive"
+    )
 
 
 def main() -> None:
@@ -39,6 +52,12 @@ def main() -> None:
     started = time.perf_counter()
     metrics = preprocess(spark, raw_dir, pairs_path)
     spark.stop()
+    if not metrics["valid_pairs"]:
+        if pairs_path.is_dir():
+            shutil.rmtree(pairs_path)
+        else:
+            pairs_path.unlink(missing_ok=True)
+        sys.exit(f"error: {no_pairs_reason(raw_dir, metrics)}")
     log.info("%d label rows -> %d valid pairs in %.1f s; multimodal labels %s",
              metrics["raw_label_rows"], metrics["valid_pairs"], time.perf_counter() - started,
              metrics["pairs_by_label"]["multimodal"])

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from pandas.api.types import is_string_dtype
 
+from helpers import write_params
 from llavac.data import mvsa
 from llavac.data.sample import write_sample
 from llavac.data.spark import PAIRS_SCHEMA, preprocess
@@ -153,3 +154,24 @@ def test_stage_says_where_to_put_the_data(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.startswith("error: ") and "dvc repro sample" in done.stderr and "data/" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("label_lines", "message"),
+    [
+        ([], "holds no label rows (an empty file, or only its header)"),
+        (["1 positive,positive", "2 negative,negative"], "none of the 2 label rows"),  # tabs replaced by spaces
+    ],
+)
+def test_stage_fails_when_the_label_file_gives_no_pair(tmp_path: Path, write_mvsa, jpeg, label_lines, message) -> None:
+    files = {f"{i}.txt": b"a tweet" for i in (1, 2)} | {f"{i}.jpg": jpeg(20, 20) for i in (1, 2)}
+    raw = write_mvsa(tmp_path / "MVSA_Single", label_lines, files)
+    write_params(tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "preprocess.py"), str(raw), "pairs.parquet", "m.json"],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert any(line.startswith("error: ") and message in line for line in done.stderr.splitlines()), done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "pairs.parquet").exists() and not (tmp_path / "m.json").exists()
