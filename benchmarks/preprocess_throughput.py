@@ -13,7 +13,6 @@ each run, since a shared machine slows every number.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -28,6 +27,7 @@ from typing import Any
 import pyspark
 
 from llavac.data.sample import write_sample
+from llavac.files import write_json
 from llavac.data.spark import preprocess, spark_session
 
 MIN_SIDE, MAX_SIDE = 450, 550
@@ -120,7 +120,7 @@ def main() -> None:
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, report)
     print(f"wrote {args.out}", file=sys.stderr)
 
 

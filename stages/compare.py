@@ -13,20 +13,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 from common import choose, load_params, stage_logger
 
+from llavac.files import write_json, write_text
 from llavac.paper import RunInfo, load_paper, paper_scores, results_markdown, versus_paper
 
 SAMPLE_DIR = Path("artifacts/sample")
 """Where the `sample` stage writes the synthetic dataset; a raw_dir under it is labelled as such."""
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
 def valid_pairs(data_json: Path) -> int | None:
@@ -77,8 +72,7 @@ def main() -> None:
     deltas = versus_paper(ours, published)
     write_json(args.paper_json, published)
     write_json(args.vs_paper, deltas)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(results_markdown(paper, protocol, ours, run), encoding="utf-8")
+    write_text(args.report, results_markdown(paper, protocol, ours, run))
     for metric, d in deltas["multimodal"].items():
         log.info("multimodal %s: ours %.2f, paper %.2f, delta %+.2f", metric, d["ours"], d["paper"], d["delta"])
     log.info("wrote %s, %s and %s", args.paper_json, args.vs_paper, args.report)
