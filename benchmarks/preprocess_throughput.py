@@ -1,4 +1,4 @@
-"""Throughput of the Spark preprocessing (``llavac.data.spark.preprocess``) in pairs per second.
+"""Throughput of the Spark preprocessing (``llavac.data.preprocess.preprocess``) in pairs per second.
 
     python benchmarks/preprocess_throughput.py [--sizes 1000 5000 20000] [--out benchmarks/results/preprocess-cpu.json]
 
@@ -28,7 +28,7 @@ import pyspark
 
 from llavac.data.sample import write_sample
 from llavac.files import write_json
-from llavac.data.spark import preprocess, spark_session
+from llavac.data.preprocess import preprocess, spark_session
 
 MIN_SIDE, MAX_SIDE = 450, 550
 WARMUP_PAIRS = 100
@@ -109,7 +109,7 @@ def main() -> None:
         spark.stop()
 
     report = {
-        "benchmark": "llavac.data.spark.preprocess on synthetic raw MVSA-Single folders",
+        "benchmark": "llavac.data.preprocess.preprocess on synthetic raw MVSA-Single folders",
         "pairs_per_s": "label rows processed per second: read, decode every text, fully decode and hash "
                        "every image, join, label rule, Parquet written; best of the runs",
         "machine": _machine(),

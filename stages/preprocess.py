@@ -16,7 +16,7 @@ from common import load_params, stage_logger
 
 from llavac.data import mvsa
 from llavac.files import write_json
-from llavac.data.spark import preprocess, spark_session
+from llavac.data.preprocess import preprocess, spark_session
 
 
 def main() -> None:

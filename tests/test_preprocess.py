@@ -14,7 +14,8 @@ from pandas.api.types import is_string_dtype
 
 from llavac.data import mvsa
 from llavac.data.sample import write_sample
-from llavac.data.spark import PAIRS_SCHEMA, preprocess
+from llavac.data.pairs import PAIRS_SCHEMA
+from llavac.data.preprocess import preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llavac.data.fetch import fetch_splits
-from llavac.data.splits import PROTOCOLS
+from llavac.data.protocols import PROTOCOLS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 

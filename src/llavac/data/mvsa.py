@@ -1,6 +1,6 @@
 """The raw MVSA-Single format, record by record: label lines, GBK tweet texts, JPEG images.
 
-Pure Python so each rule is unit-tested without Spark; ``llavac.data.spark`` applies these helpers
+Pure Python so each rule is unit-tested without Spark; ``llavac.data.preprocess`` applies these helpers
 to whole folders. Every way a record can be unusable has a name in ``DROP_REASONS``; a record is
 counted under one reason and skipped, never lost silently.
 """

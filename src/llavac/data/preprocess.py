@@ -1,4 +1,4 @@
-"""Preprocessing on Apache Spark: a raw MVSA-Single folder -> one Parquet row per usable pair, and counts.
+"""The preprocess stage's library: a raw MVSA-Single folder -> one row per usable pair, and counts, on Spark.
 
 Spark does the heavy, parallel part: it reads the label file with its text reader and every tweet and
 image with the ``binaryFile`` source, decodes and validates them in ``mapInPandas`` (Arrow batches,
@@ -25,24 +25,10 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 
 from llavac.data import mvsa
+from llavac.data.pairs import PAIRS_SCHEMA
 from llavac.labels import LABELS, label_rule
 
 log = logging.getLogger(__name__)
-
-PAIRS_SCHEMA = pa.schema(
-    [
-        ("id", pa.int64()),
-        ("text", pa.string()),
-        ("text_label", pa.string()),
-        ("image_label", pa.string()),
-        ("multimodal_label", pa.string()),
-        ("image_path", pa.string()),
-        ("image_sha256", pa.string()),
-        ("image_width", pa.int64()),
-        ("image_height", pa.int64()),
-    ]
-)
-"""One row per usable pair, sorted by id; ``image_path`` is relative to the raw folder (``data/12.jpg``)."""
 
 _LABELS_SCHEMA = "line string, id long, text_label string, image_label string, label_reason string"
 _TEXTS_SCHEMA = "id long, text string, text_note string, text_reason string"
