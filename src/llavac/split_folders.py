@@ -39,7 +39,8 @@ def split_files(parent: Path, suffix: str, produced_by: str) -> list[Path]:
     Other files (a stem that is not a number) are not a split's and are left out. Raises
     FileNotFoundError naming the stage to run (``produced_by``) when there are none.
     """
-    files = _numbered({entry.name[: -len(suffix)]: entry for entry in Path(parent).glob(f"*{suffix}") if entry.is_file()})
+    entries = (entry for entry in Path(parent).glob(f"*{suffix}") if entry.is_file())
+    files = _numbered({entry.name[: -len(suffix)]: entry for entry in entries})
     if not files:
         raise FileNotFoundError(
             f"no split files in {parent} (expected <split>{suffix} files): run `dvc repro {produced_by}` first"

@@ -74,6 +74,8 @@ def preprocess(spark: SparkSession, raw_dir: Path, out_path: Path) -> dict[str, 
     Every label row ends up either as a pair or under exactly one reason of ``mvsa.DROP_REASONS``
     (the first that applies). An id with several label rows is ambiguous, so all its rows are
     dropped as ``duplicate_id``. Texts whose invalid bytes were replaced are kept and counted.
+    The counts start with ``synthetic_sample``: whether ``raw_dir`` is the embedded sample (it
+    carries ``mvsa.SYNTHETIC_MARKER``), so that what is built from the counts can say so.
     """
     mvsa.check_raw_layout(raw_dir)
     data_dir = (raw_dir / mvsa.DATA_DIR).resolve()
@@ -99,7 +101,7 @@ def preprocess(spark: SparkSession, raw_dir: Path, out_path: Path) -> dict[str, 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table.replace_schema_metadata(), out_path)  # plain Arrow types, not the pandas nullable ones
     _log_details(rows)
-    return _metrics(rows, pairs, listed)
+    return {"synthetic_sample": mvsa.is_synthetic(raw_dir), **_metrics(rows, pairs, listed)}
 
 
 def _data_files(spark: SparkSession, data_dir: Path, extension: str) -> DataFrame:
