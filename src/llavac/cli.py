@@ -64,15 +64,12 @@ def classify(adapter: Path, source: Path, out: Path, batch_size: int, max_new_to
 
     from llavac.model.adapter_card import read_card
     from llavac.predict import Evaluation, predict_records, write_jsonl
-    from llavac.prompt import human_turn
+    from llavac.prompt import question_record
 
     card = read_card(adapter)
     evaluation = Evaluation(precision or ("fp16" if torch.cuda.is_available() else "fp32"), merge_lora=True)
     rows, image_folder = read_inputs(source)
-    records = [
-        {"id": row["id"], "image": row["image"], "conversations": [{"from": "human", "value": human_turn(row["text"], card.image_position)}]}
-        for row in rows
-    ]
+    records = [question_record(row["id"], row["image"], row["text"], card.image_position) for row in rows]
     write_jsonl(predict_records(adapter, records, image_folder, batch_size, max_new_tokens, evaluation), out)
     return len(records)
 

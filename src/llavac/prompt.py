@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from llavac.labels import LABELS
+from llavac.labels import LABELS, TASKS
 
 IMAGE_TOKEN = "<image>"
 
@@ -69,21 +69,23 @@ def chat_text(human: str, reply: str) -> str:
     return f"{chat_prompt(human)} {reply}{EOS}"
 
 
-def llava_record(
-    pair: dict[str, Any], image_position: ImagePosition = "front"
-) -> dict[str, Any]:
-    """One pair as a record of the LLaVA repository's fine-tuning JSON (`docs/Finetune_Custom_Data.md`).
+def question_record(pair_id: Any, image: str, text: str, image_position: ImagePosition = "front") -> dict[str, Any]:
+    """A pair to classify as a record of the LLaVA repository's JSON (`docs/Finetune_Custom_Data.md`):
+    the user's turn only, which is all prediction reads. ``image`` is relative to the image folder."""
+    return {
+        "id": pair_id,
+        "image": image,
+        "conversations": [{"from": "human", "value": human_turn(text, image_position)}],
+    }
+
+
+def llava_record(pair: dict[str, Any], image_position: ImagePosition = "front") -> dict[str, Any]:
+    """One labelled pair (a row of the pairs table) as a fine-tuning record: the question, the answer.
 
     The gold labels ride along as extra keys; the LLaVA repository ignores keys it does not know.
     """
-    return {
-        "id": pair["id"],
-        "image": pair["image_path"],
-        "conversations": [
-            {"from": "human", "value": human_turn(pair["text"], image_position)},
-            {"from": "gpt", "value": answer(pair["text_label"], pair["image_label"], pair["multimodal_label"])},
-        ],
-        "text_label": pair["text_label"],
-        "image_label": pair["image_label"],
-        "multimodal_label": pair["multimodal_label"],
-    }
+    labels = {f"{task}_label": pair[f"{task}_label"] for task in TASKS}
+    record = question_record(pair["id"], pair["image_path"], pair["text"], image_position)
+    reply = answer(pair["text_label"], pair["image_label"], pair["multimodal_label"])
+    record["conversations"].append({"from": "gpt", "value": reply})
+    return record | labels
