@@ -1,7 +1,7 @@
 """The paper's prompt (Figure 2), the vicuna_v1 conversation template, and the LLaVA-repo record format.
 
-One module owns every string the model sees, so training, prediction and the LLaVA-repo backend
-cannot drift apart.
+One module owns every string the model sees, so that every path that trains or predicts, ours or
+the LLaVA repository's own scripts reading the formatted JSON, gets the same text.
 """
 
 from __future__ import annotations
