@@ -24,6 +24,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_throughput import synthetic_records  # noqa: E402
 
+from llavac.files import write_json  # noqa: E402
 from llavac.model.build import build_llava  # noqa: E402
 from llavac.params import Evaluation, Recipe  # noqa: E402
 from llavac.predict import generate_answers, load_classifier, parse_answer  # noqa: E402
@@ -71,7 +72,7 @@ def main() -> None:
         **{f"{name}_single_vs_fp32_single": differ(answers[f"{name}/batch1"], reference) for name in ("bf16", "fp16")},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(json.dumps(results, indent=2))
 
 

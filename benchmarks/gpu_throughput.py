@@ -35,6 +35,7 @@ import transformers
 import yaml
 from PIL import Image
 
+from llavac.files import write_json
 from llavac.model.build import build_llava
 from llavac.model.inputs import TrainingCollator, prompt_batch
 from llavac.model.loading import load_base, load_inputs
@@ -248,7 +249,7 @@ def main() -> None:
             train["train_samples_per_s"] / results["train_plain_peft_samples_per_s"], 2)
     out = args.out or REPO / "benchmarks" / "results" / f"gpu-{results['device'].replace(' ', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(out, results)
     print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=2))
 
 

@@ -1,4 +1,4 @@
-"""Throughput of the Spark preprocessing (``llavac.data.spark.preprocess``) in pairs per second.
+"""Throughput of the Spark preprocessing (``llavac.data.preprocess.preprocess``) in pairs per second.
 
     python benchmarks/preprocess_throughput.py [--sizes 1000 5000 20000] [--out benchmarks/results/preprocess-cpu.json]
 
@@ -13,7 +13,6 @@ each run, since a shared machine slows every number.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -28,7 +27,8 @@ from typing import Any
 import pyspark
 
 from llavac.data.sample import write_sample
-from llavac.data.spark import preprocess, spark_session
+from llavac.files import write_json
+from llavac.data.preprocess import preprocess, spark_session
 
 MIN_SIDE, MAX_SIDE = 450, 550
 WARMUP_PAIRS = 100
@@ -109,7 +109,7 @@ def main() -> None:
         spark.stop()
 
     report = {
-        "benchmark": "llavac.data.spark.preprocess on synthetic raw MVSA-Single folders",
+        "benchmark": "llavac.data.preprocess.preprocess on synthetic raw MVSA-Single folders",
         "pairs_per_s": "label rows processed per second: read, decode every text, fully decode and hash "
                        "every image, join, label rule, Parquet written; best of the runs",
         "machine": _machine(),
@@ -120,7 +120,7 @@ def main() -> None:
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, report)
     print(f"wrote {args.out}", file=sys.stderr)
 
 

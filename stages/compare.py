@@ -1,10 +1,11 @@
 """Stage `compare`: our scores against the paper's tables for the active protocol.
 
     python stages/compare.py metrics/scores.json reference/paper.yaml metrics/paper.json \
-        metrics/vs_paper.json reports/results.md [metrics/data.json]
+        metrics/vs_paper.json reports/results.md metrics/data.json
 
 Writes the paper's LLaVAC numbers in the schema of scores.json, ours minus the paper's, and a
-Markdown report. Reads params `protocol`, `model` and `data.raw_dir`.
+Markdown report. Whether the data is the synthetic sample comes from the data itself, through
+metrics/data.json. Reads params `protocol`, `model` and `data.raw_dir` (named in the report).
 """
 
 from __future__ import annotations
@@ -13,30 +14,23 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from common import load_params, stage_logger  # first: it checks the interpreter
 import yaml
 
+from llavac.files import write_json, write_text
 from llavac.paper import RunInfo, load_paper, paper_scores, results_markdown, versus_paper
 
-SAMPLE_DIR = Path("artifacts/sample")
-"""Where the `sample` stage writes the synthetic dataset; a raw_dir under it is labelled as such."""
 
-
-def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-
-
-def valid_pairs(data_json: Path) -> int | None:
-    """`valid_pairs` of the preprocess stage's metrics/data.json, or None when the file is absent."""
+def data_facts(data_json: Path) -> tuple[int, bool]:
+    """`valid_pairs` and `synthetic_sample` of the preprocess stage's metrics/data.json."""
     if not data_json.exists():
-        return None
+        sys.exit(f"error: {data_json} not found: run `dvc repro preprocess` first")
     data = json.loads(data_json.read_text(encoding="utf-8"))
-    if "valid_pairs" not in data:
-        sys.exit(f"error: {data_json} has no 'valid_pairs' count; re-run `dvc repro preprocess`")
-    return int(data["valid_pairs"])
+    missing = [key for key in ("valid_pairs", "synthetic_sample") if key not in data]
+    if missing:
+        sys.exit(f"error: {data_json} lacks {missing}; re-run `dvc repro preprocess`")
+    return int(data["valid_pairs"]), bool(data["synthetic_sample"])
 
 
 def main() -> None:
@@ -46,8 +40,7 @@ def main() -> None:
     parser.add_argument("paper_json", type=Path, help="the paper's numbers in our schema (written)")
     parser.add_argument("vs_paper", type=Path, help="ours, paper and delta per metric (written)")
     parser.add_argument("report", type=Path, help="Markdown results table (written)")
-    parser.add_argument("data_json", type=Path, nargs="?", default=Path("metrics/data.json"),
-                        help="preprocess counts, for the number of valid pairs (optional)")
+    parser.add_argument("data_json", type=Path, help="preprocess counts: valid pairs, and whether the data is synthetic")
     args = parser.parse_args()
     log = stage_logger("compare")
     params = load_params()
@@ -62,12 +55,8 @@ def main() -> None:
     protocol, raw_dir = params.protocol, params.data.raw_dir
     if protocol not in paper.protocols:
         sys.exit(f"error: {args.paper} has no table for protocol {protocol!r}; it has: {', '.join(paper.protocols)}")
-    run = RunInfo(
-        model=params.model,
-        raw_dir=raw_dir,
-        synthetic_sample=Path(raw_dir).resolve().is_relative_to(SAMPLE_DIR.resolve()),
-        valid_pairs=valid_pairs(args.data_json),
-    )
+    valid_pairs, synthetic_sample = data_facts(args.data_json)
+    run = RunInfo(model=params.model, raw_dir=raw_dir, synthetic_sample=synthetic_sample, valid_pairs=valid_pairs)
     log.info(
         "loaded %s (%d split(s), %d test pairs) and %d published rows from %s; protocol %s, model %s, data %s%s",
         args.scores, ours["n_splits"], ours["n_test_pairs"], len(paper.rows), args.paper,
@@ -78,8 +67,7 @@ def main() -> None:
     deltas = versus_paper(ours, published)
     write_json(args.paper_json, published)
     write_json(args.vs_paper, deltas)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(results_markdown(paper, protocol, ours, run), encoding="utf-8")
+    write_text(args.report, results_markdown(paper, protocol, ours, run))
     for metric, d in deltas["multimodal"].items():
         log.info("multimodal %s: ours %.2f, paper %.2f, delta %+.2f", metric, d["ours"], d["paper"], d["delta"])
     log.info("wrote %s, %s and %s", args.paper_json, args.vs_paper, args.report)

@@ -8,7 +8,6 @@ single Parquet file (not a Spark part-file folder): `pandas.read_parquet` reads 
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -17,7 +16,8 @@ from pathlib import Path
 from common import load_params, stage_logger
 
 from llavac.data import mvsa
-from llavac.data.spark import preprocess, spark_session
+from llavac.files import write_json
+from llavac.data.preprocess import preprocess, spark_session
 
 
 def no_pairs_reason(raw_dir: Path, metrics: dict) -> str:
@@ -63,8 +63,7 @@ def main() -> None:
              metrics["pairs_by_label"]["multimodal"])
     log.info("dropped %s", {reason: n for reason, n in metrics["dropped"].items() if n})
     log.info("wrote %s", pairs_path)
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_json(metrics_path, metrics)
     log.info("wrote %s", metrics_path)
 
 

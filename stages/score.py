@@ -12,6 +12,7 @@ from pathlib import Path
 
 from common import stage_logger
 
+from llavac.files import write_json, write_text
 from llavac.labels import TASKS
 from llavac.metrics import confusion_rows, load_predictions, score_splits
 from llavac.plots import plot_confusion
@@ -33,8 +34,7 @@ def main() -> None:
     log.info("loaded %d test pairs in %d split(s) from %s", n_pairs, len(splits), args.predictions)
 
     scores = score_splits(splits)
-    args.scores.parent.mkdir(parents=True, exist_ok=True)
-    args.scores.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    write_json(args.scores, scores)
     for task in TASKS:
         log.info(
             "%s: accuracy %.2f ± %.2f, weighted F1 %.2f ± %.2f, invalid %.2f%%",
@@ -50,9 +50,8 @@ def main() -> None:
     for task in TASKS:
         rows = confusion_rows(splits, task)
         rows_path = args.plots / "confusion" / f"{task}.json"
-        rows_path.parent.mkdir(parents=True, exist_ok=True)
         # one row per line: small, and readable in a git diff
-        rows_path.write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n", encoding="utf-8")
+        write_text(rows_path, "[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")
         png_path = args.plots / "png" / f"confusion_{task}.png"
         title = f"{task} label, {len(splits)} split(s): mean accuracy {scores[task]['accuracy']:.2f}%"
         plot_confusion(rows, title, png_path)

@@ -12,7 +12,7 @@ from PIL import Image
 from pyspark.sql import SparkSession
 
 from llavac.data import mvsa
-from llavac.data.spark import spark_session
+from llavac.data.preprocess import spark_session
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pytest
 
 from llavac.data import fetch
 from llavac.data.fetch import GITHUB_RAW, OFFICIAL_FILES, FetchError, OfficialFile, fetch_splits
-from llavac.data.splits import official_splits
+from llavac.data.official import official_splits
 
 
 def sha256(data: bytes) -> str:

@@ -120,16 +120,16 @@ def test_results_markdown_says_which_data_it_ran_on(paper, ours):
     assert "real data" in real_md and "not a reproduction" not in real_md and "QMF" in real_md
 
 
-@pytest.mark.parametrize(
-    ("raw_dir", "wording"), [("artifacts/sample/MVSA_Single", "synthetic sample"), ("data/MVSA_Single", "real data")]
-)
-def test_compare_stage_writes_paper_deltas_and_report(tmp_path, monkeypatch, ours, raw_dir, wording):
+@pytest.mark.parametrize(("synthetic", "wording"), [(True, "synthetic sample"), (False, "real data")])
+def test_compare_stage_writes_paper_deltas_and_report(tmp_path, monkeypatch, ours, synthetic, wording):
+    """Whether the data is synthetic comes from metrics/data.json, not from where raw_dir lies."""
+    raw_dir = "data/MVSA_Single"
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "scores.json").write_text(json.dumps(ours))
-    (tmp_path / "metrics" / "data.json").write_text(json.dumps({"valid_pairs": 4511}))
+    (tmp_path / "metrics" / "data.json").write_text(json.dumps({"synthetic_sample": synthetic, "valid_pairs": 4511}))
     write_params(tmp_path, protocol="zhang", model="tiny", data__raw_dir=raw_dir)
     outputs = ["metrics/paper.json", "metrics/vs_paper.json", "reports/results.md"]
-    run_stage(monkeypatch, tmp_path, "compare.py", "metrics/scores.json", str(PAPER_YAML), *outputs)
+    run_stage(monkeypatch, tmp_path, "compare.py", "metrics/scores.json", str(PAPER_YAML), *outputs, "metrics/data.json")
     assert json.loads((tmp_path / "metrics" / "paper.json").read_text()) == {
         "multimodal": {"accuracy": 85.36, "weighted_f1": 85.06}
     }

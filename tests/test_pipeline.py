@@ -64,7 +64,7 @@ def set_params(repo: Path, **overrides: object) -> None:
 def test_repro_format_on_the_default_sample(repo_copy: Path):
     run(["dvc", "repro", "format"], repo_copy)
     data = json.loads((repo_copy / "metrics/data.json").read_text())
-    assert data["valid_pairs"] > 300 and sum(data["dropped"].values()) > 0
+    assert data["valid_pairs"] > 300 and sum(data["dropped"].values()) > 0 and data["synthetic_sample"] is True
     manifest = json.loads((repo_copy / "artifacts/splits/manifest.json").read_text())
     assert sorted(manifest["splits"], key=int) == [str(k) for k in range(1, 11)]
     tests = [pd.read_parquet(repo_copy / f"artifacts/splits/{k}/test.parquet")["id"] for k in range(1, 11)]

@@ -15,7 +15,8 @@ from pandas.api.types import is_string_dtype
 from helpers import write_params
 from llavac.data import mvsa
 from llavac.data.sample import write_sample
-from llavac.data.spark import PAIRS_SCHEMA, preprocess
+from llavac.data.pairs import PAIRS_SCHEMA
+from llavac.data.preprocess import preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,6 +82,7 @@ def test_every_record_is_a_pair_or_counted_under_its_reason(preprocessed) -> Non
     for key, value in expected.items():
         assert metrics[key] == value, key
     assert metrics["raw_label_rows"] == metrics["valid_pairs"] + sum(metrics["dropped"].values())
+    assert metrics["synthetic_sample"] is False
 
 
 def test_label_counts(preprocessed) -> None:
@@ -129,6 +131,7 @@ def test_the_sample_comes_out_as_its_writer_says(tmp_path: Path, spark) -> None:
     assert metrics["valid_pairs"] == summary.expected_pairs == len(pd.read_parquet(tmp_path / "pairs.parquet"))
     assert metrics["raw_labels"] == {"text": summary.text_labels, "image": summary.image_labels}
     assert metrics["texts_with_replacement"] == len(summary.replaced_text_ids)
+    assert metrics["synthetic_sample"] is True
 
 
 @pytest.mark.parametrize("lines", [[], ["1\tpositive", "2\thappy,neutral"]], ids=["no_rows", "no_usable_rows"])

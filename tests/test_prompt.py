@@ -2,7 +2,7 @@
 
 import pytest
 
-from llavac.prompt import SYSTEM, answer, chat_prompt, chat_text, human_turn, llava_record
+from llavac.prompt import SYSTEM, answer, chat_prompt, chat_text, human_turn, llava_record, question_record
 
 FIGURE_2 = """Consider the following Image and Text.
 Image: <image>
@@ -50,3 +50,13 @@ def test_llava_record_shape():
     assert [t["from"] for t in record["conversations"]] == ["human", "gpt"]
     assert record["conversations"][0]["value"] == human_turn("so happy #sun", "front")
     assert record["conversations"][1]["value"] == "positive, neutral, positive"
+    assert list(record) == ["id", "image", "conversations", "text_label", "image_label", "multimodal_label"]
+    assert (record["text_label"], record["image_label"], record["multimodal_label"]) == ("positive", "neutral", "positive")
+
+
+def test_a_pair_to_classify_is_the_training_record_without_the_answer():
+    pair = {"id": "x1", "text": "bus at 5", "text_label": "neutral", "image_label": "neutral",
+            "multimodal_label": "neutral", "image_path": "x1.png"}
+    question = question_record("x1", "x1.png", "bus at 5", "inline")
+    trained = llava_record(pair, "inline")
+    assert question == {"id": "x1", "image": "x1.png", "conversations": trained["conversations"][:1]}

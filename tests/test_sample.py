@@ -59,6 +59,8 @@ def test_layout_is_the_raw_mvsa_layout(sample: tuple[Path, SampleSummary]) -> No
     assert names and all(name.split(".")[0].isdigit() and name.split(".")[1] in ("txt", "jpg") for name in names)
     assert (raw_dir.parent / "splits" / "README.txt").read_text().startswith("The official split files")
     assert [p.name for p in (raw_dir.parent / "splits").iterdir()] == ["README.txt"]
+    assert sorted(p.name for p in raw_dir.iterdir()) == [mvsa.SYNTHETIC_MARKER, mvsa.DATA_DIR, mvsa.LABEL_FILE]
+    assert mvsa.is_synthetic(raw_dir) and not mvsa.is_synthetic(raw_dir / mvsa.DATA_DIR)
 
 
 def test_ids_have_gaps_and_one_is_duplicated(sample: tuple[Path, SampleSummary]) -> None:

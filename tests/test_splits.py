@@ -16,12 +16,9 @@ import pytest
 import yaml
 
 from helpers import write_params as write_repo_params
-from llavac.data.splits import (
-    PAIR_COLUMNS,
-    generated_splits,
-    official_splits,
-    read_pairs,
-)
+from llavac.data.official import official_splits
+from llavac.data.pairs import PAIR_COLUMNS, read_pairs
+from llavac.data.protocols import generated_splits
 from llavac.labels import label_rule
 
 REPO = Path(__file__).resolve().parents[1]

@@ -58,10 +58,10 @@ def classify(
 
     from llavac.params import Evaluation
     from llavac.predict import predict_records, write_jsonl
-    from llavac.prompt import new_record
+    from llavac.prompt import question_record
 
     evaluation = Evaluation(precision or ("fp16" if torch.cuda.is_available() else "fp32"), merge_lora=True)
-    records = [new_record(row["id"], row["image"], row["text"], card.image_position) for row in usable]
+    records = [question_record(row["id"], row["image"], row["text"], card.image_position) for row in usable]
     predicted = iter(predict_records(adapter, records, image_folder, batch_size, max_new_tokens, evaluation))
     write_jsonl(
         [{**row, **(next(predicted) if not problems[row["row"]] else {"error": problems[row["row"]]})} for row in rows],

@@ -23,6 +23,7 @@ from sklearn.metrics import (
 )
 
 from llavac.labels import LABELS, TASKS
+from llavac.split_folders import split_files, split_number
 
 INVALID = "invalid"
 """Stand-in for an unparsed answer: not in LABELS, so scikit-learn counts it wrong for every pair."""
@@ -91,12 +92,7 @@ def load_predictions(pred_dir: Path) -> dict[int, pd.DataFrame]:
 
     Files whose stem is not a number are not predictions of a split and are left alone.
     """
-    paths = sorted((p for p in Path(pred_dir).glob("*.jsonl") if p.stem.isdigit()), key=lambda p: int(p.stem))
-    if not paths:
-        raise FileNotFoundError(
-            f"no predictions found in {pred_dir} (expected <split>.jsonl files): run `dvc repro predict` first"
-        )
-    return {int(p.stem): _read_split(p) for p in paths}
+    return {split_number(path): _read_split(path) for path in split_files(pred_dir, ".jsonl", "predict")}
 
 
 def answered(predictions: pd.Series) -> pd.Series:

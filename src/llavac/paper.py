@@ -8,7 +8,6 @@ tagged commit, which lets `dvc metrics diff paper-<protocol>` compare paper and 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from llavac.files import json_text
 from llavac.labels import TASKS
 
 ROW_KEYS: tuple[str, ...] = ("table", "protocol", "model", "citation", "llavac", "multimodal")
@@ -239,7 +239,7 @@ def make_paper_tags(
     }
     tags = []
     for protocol in protocols or paper.protocols:
-        content = json.dumps(paper_scores(paper, protocol), indent=2) + "\n"
+        content = json_text(paper_scores(paper, protocol))
         blob = _git(repo, "hash-object", "-w", "--stdin", stdin=content)
         with tempfile.TemporaryDirectory() as tmp:
             index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}

@@ -1,7 +1,7 @@
 """The paper's prompt (Figure 2), the vicuna_v1 conversation template, and the LLaVA-repo record format.
 
-One module owns every string the model sees, so training, prediction and the LLaVA-repo backend
-cannot drift apart.
+One module owns every string the model sees, so that every path that trains or predicts, ours or
+the LLaVA repository's own scripts reading the formatted JSON, gets the same text.
 """
 
 from __future__ import annotations
@@ -69,17 +69,23 @@ def chat_text(human: str, reply: str) -> str:
     return f"{chat_prompt(human)} {reply}{EOS}"
 
 
-def new_record(pair_id: Any, image: str, text: str, image_position: ImagePosition = "front") -> dict[str, Any]:
-    """A pair to classify as a LLaVA record: the human turn only, the image path relative to a folder."""
-    return {"id": pair_id, "image": image, "conversations": [{"from": "human", "value": human_turn(text, image_position)}]}
+def question_record(pair_id: Any, image: str, text: str, image_position: ImagePosition = "front") -> dict[str, Any]:
+    """A pair to classify as a record of the LLaVA repository's JSON (`docs/Finetune_Custom_Data.md`):
+    the user's turn only, which is all prediction reads. ``image`` is relative to the image folder."""
+    return {
+        "id": pair_id,
+        "image": image,
+        "conversations": [{"from": "human", "value": human_turn(text, image_position)}],
+    }
 
 
 def llava_record(pair: dict[str, Any], image_position: ImagePosition = "front") -> dict[str, Any]:
-    """One pair as a record of the LLaVA repository's fine-tuning JSON (`docs/Finetune_Custom_Data.md`).
+    """One labelled pair (a row of the pairs table) as a fine-tuning record: the question, the answer.
 
     The gold labels ride along as extra keys; the LLaVA repository ignores keys it does not know.
     """
-    record = new_record(pair["id"], pair["image_path"], pair["text"], image_position)
     labels = {f"{task}_label": pair[f"{task}_label"] for task in TASKS}
-    record["conversations"].append({"from": "gpt", "value": answer(*labels.values())})
-    return {**record, **labels}
+    record = question_record(pair["id"], pair["image_path"], pair["text"], image_position)
+    reply = answer(pair["text_label"], pair["image_label"], pair["multimodal_label"])
+    record["conversations"].append({"from": "gpt", "value": reply})
+    return record | labels

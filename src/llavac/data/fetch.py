@@ -2,8 +2,8 @@
 
 The files are public data that must not be committed; each researcher fetches them once into
 ``splits.dir`` (``data/splits``), where the ``split`` stage reads them with ``splits.source=official``.
-Every file is pinned to a commit and a checksum (``reference/mvsa.md``), so a moved branch or an
-edited file is refused instead of silently changing the benchmark.
+Every file is pinned to a commit of its authors' public repository and a checksum (``_RELEASES``
+below), so a moved branch or an edited file is refused instead of silently changing the benchmark.
 """
 
 from __future__ import annotations

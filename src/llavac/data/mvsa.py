@@ -1,6 +1,6 @@
 """The raw MVSA-Single format, record by record: label lines, GBK tweet texts, JPEG images.
 
-Pure Python so each rule is unit-tested without Spark; ``llavac.data.spark`` applies these helpers
+Pure Python so each rule is unit-tested without Spark; ``llavac.data.preprocess`` applies these helpers
 to whole folders. Every way a record can be unusable has a name in ``DROP_REASONS``; a record is
 counted under one reason and skipped, never lost silently.
 """
@@ -20,6 +20,9 @@ from llavac.labels import LABELS
 LABEL_FILE = "labelResultAll.txt"
 DATA_DIR = "data"
 LABEL_HEADER = "ID\ttext,image"
+SYNTHETIC_MARKER = "SYNTHETIC.json"
+"""Written by the ``sample`` stage beside the label file; the real dataset has no such file. The data
+says what it is: preprocessing records it in metrics/data.json, and the report takes it from there."""
 
 MALFORMED_LABEL_LINE = "malformed_label_line"
 UNKNOWN_LABEL = "unknown_label"
@@ -80,6 +83,11 @@ def check_raw_layout(raw_dir: Path) -> None:
     for needed, is_there in ((raw_dir / LABEL_FILE, Path.is_file), (raw_dir / DATA_DIR, Path.is_dir)):
         if not is_there(needed):
             raise FileNotFoundError(f"{needed} not found; {raw_dir} must hold {expected}")
+
+
+def is_synthetic(raw_dir: Path) -> bool:
+    """Whether ``raw_dir`` is the embedded synthetic sample (it carries ``SYNTHETIC_MARKER``)."""
+    return (raw_dir / SYNTHETIC_MARKER).is_file()
 
 
 def is_label_header(line: str) -> bool:

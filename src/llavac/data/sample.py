@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from llavac.data import mvsa
+from llavac.files import write_json
 from llavac.labels import label_rule
 
 MIN_PAIRS = 20
@@ -119,7 +120,8 @@ class SampleSummary:
 
 
 def write_sample(out_dir: Path, n_pairs: int, seed: int, min_side: int, max_side: int) -> SampleSummary:
-    """Write ``out_dir/MVSA_Single`` (``n_pairs`` label rows) and ``out_dir/splits/README.txt``.
+    """Write ``out_dir/MVSA_Single`` (``n_pairs`` label rows, and ``mvsa.SYNTHETIC_MARKER`` saying
+    what it is) and ``out_dir/splits/README.txt``.
 
     Image sides are drawn from ``[min_side, max_side]`` and never equal, since the model pads
     images to square and must be fed non-square ones. ``out_dir`` must be absent or empty, so no
@@ -155,6 +157,8 @@ def write_sample(out_dir: Path, n_pairs: int, seed: int, min_side: int, max_side
     rows.append((ids[duplicated], _other_label(text_label), image_label, None))  # a late re-annotation
 
     lines = [mvsa.LABEL_HEADER, *(_label_line(*row) for row in rows)]
+    marker = {"written_by": "llavac.data.sample", "n_pairs": n_pairs, "seed": seed, "sides": [min_side, max_side]}
+    write_json(out_dir / "MVSA_Single" / mvsa.SYNTHETIC_MARKER, marker)
     (out_dir / "MVSA_Single" / mvsa.LABEL_FILE).write_bytes("".join(f"{line}\r\n" for line in lines).encode("ascii"))
     (out_dir / "splits").mkdir()
     (out_dir / "splits" / "README.txt").write_text(SPLITS_README, encoding="utf-8")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from llavac.files import write_json
 from llavac.labels import LABELS
 from llavac.prompt import ANSWER_TEMPLATE, EOS
 
@@ -35,7 +36,7 @@ class AdapterCard:
     answer_template: str = ANSWER_TEMPLATE + EOS
 
     def write(self, adapter_dir: Path) -> None:
-        (adapter_dir / CARD_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        write_json(adapter_dir / CARD_FILE, asdict(self))
 
     def base_for(self, adapter_dir: Path) -> str:
         """The base model as `from_pretrained` takes it, from wherever the caller runs."""

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from llavac.data.fetch import file_sha256
+from llavac.files import write_json
 from llavac.model.tokens import SENTENCEPIECE_FILE
 
 SDIST_REQUIREMENT = "llama-cpp-python==0.3.36"
@@ -143,7 +144,7 @@ def llama_tokenizer_model(cache: Path | None = None) -> Path:
         staged.mkdir()
         (staged / SENTENCEPIECE_FILE).write_bytes(sentencepiece_model(gguf_path))
         check_model(staged / SENTENCEPIECE_FILE, cases)
-        (staged / REFERENCE_FILE).write_text(json.dumps(cases, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(staged / REFERENCE_FILE, cases, indent=None, ensure_ascii=False)
         staged.rename(folder)  # atomic: a half-built folder is never seen as the cache
     archive.unlink()  # 77 MB that served its purpose
     return model_file

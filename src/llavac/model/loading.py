@@ -14,6 +14,7 @@ import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 from transformers.utils import cached_file
 
+from llavac.files import write_json
 from llavac.model.inputs import LlavaInputs
 from llavac.model.tokens import SENTENCEPIECE_FILE, SentencePieceEncoder, chunk_encoder
 
@@ -24,7 +25,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def write_pointer(base_dir: Path, name_or_path: str) -> None:
     """Record which model `base_dir` stands for."""
     base_dir.mkdir(parents=True, exist_ok=True)
-    (base_dir / POINTER).write_text(json.dumps({"name_or_path": name_or_path}, indent=2) + "\n")
+    write_json(base_dir / POINTER, {"name_or_path": name_or_path})
 
 
 def read_pointer(base_dir: Path) -> str:

@@ -1,4 +1,4 @@
-"""Preprocessing on Apache Spark: a raw MVSA-Single folder -> one Parquet row per usable pair, and counts.
+"""The preprocess stage's library: a raw MVSA-Single folder -> one row per usable pair, and counts, on Spark.
 
 Spark does the heavy, parallel part: it reads the label file with its text reader and every tweet and
 image with the ``binaryFile`` source, decodes and validates them in ``mapInPandas`` (Arrow batches,
@@ -25,24 +25,10 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 
 from llavac.data import mvsa
+from llavac.data.pairs import PAIRS_SCHEMA
 from llavac.labels import LABELS, label_rule
 
 log = logging.getLogger(__name__)
-
-PAIRS_SCHEMA = pa.schema(
-    [
-        ("id", pa.int64()),
-        ("text", pa.string()),
-        ("text_label", pa.string()),
-        ("image_label", pa.string()),
-        ("multimodal_label", pa.string()),
-        ("image_path", pa.string()),
-        ("image_sha256", pa.string()),
-        ("image_width", pa.int64()),
-        ("image_height", pa.int64()),
-    ]
-)
-"""One row per usable pair, sorted by id; ``image_path`` is relative to the raw folder (``data/12.jpg``)."""
 
 _LABELS_SCHEMA = "line string, id long, text_label string, image_label string, label_reason string"
 _TEXTS_SCHEMA = "id long, text string, text_note string, text_reason string"
@@ -88,6 +74,8 @@ def preprocess(spark: SparkSession, raw_dir: Path, out_path: Path) -> dict[str, 
     Every label row ends up either as a pair or under exactly one reason of ``mvsa.DROP_REASONS``
     (the first that applies). An id with several label rows is ambiguous, so all its rows are
     dropped as ``duplicate_id``. Texts whose invalid bytes were replaced are kept and counted.
+    The counts start with ``synthetic_sample``: whether ``raw_dir`` is the embedded sample (it
+    carries ``mvsa.SYNTHETIC_MARKER``), so that what is built from the counts can say so.
     """
     mvsa.check_raw_layout(raw_dir)
     data_dir = (raw_dir / mvsa.DATA_DIR).resolve()
@@ -113,7 +101,7 @@ def preprocess(spark: SparkSession, raw_dir: Path, out_path: Path) -> dict[str, 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table.replace_schema_metadata(), out_path)  # plain Arrow types, not the pandas nullable ones
     _log_details(rows)
-    return _metrics(rows, pairs, listed)
+    return {"synthetic_sample": mvsa.is_synthetic(raw_dir), **_metrics(rows, pairs, listed)}
 
 
 def _data_files(spark: SparkSession, data_dir: Path, extension: str) -> DataFrame:
