@@ -434,3 +434,21 @@ def test_stage_names_allowed_values_and_the_fetch_command(tmp_path, monkeypatch)
     missing = stage_exit(*args, protocol="zhang", source="official")
     assert missing.startswith("error: the official zhang split files are missing")
     assert "llavac fetch-splits zhang" in missing
+
+
+def test_stage_stops_on_an_official_file_that_differs_from_the_published_one(tmp_path, monkeypatch):
+    """Files written here never hash like the published ones: exactly the case of a truncated download."""
+    pairs = small_pairs(60)
+    pairs_file = tmp_path / "pairs.parquet"
+    pairs.to_parquet(pairs_file, index=False)
+    splits_dir = tmp_path / "official"
+    write_random(splits_dir / "random", three_way(pairs))
+    out = tmp_path / "out"
+    refused = stage_exit(monkeypatch, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official")
+    assert refused.startswith("error: 3 official random file(s) differ from the published ones (SHA-256)")
+    assert "llavac fetch-splits random" in refused and "splits.allow_mismatches=true" in refused
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]  # the hashes, for the diagnosis; no split
+    allowed = stage_exit(
+        monkeypatch, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official", allow_mismatches=True
+    )
+    assert allowed is None and (out / "1" / "test.parquet").is_file()

@@ -66,13 +66,6 @@ def split_pairs(
     )
     manifest_path = write_json(out_dir / MANIFEST_FILE, manifest)
     log.info("wrote %s", manifest_path)
-    altered = [entry["path"] for entry in manifest["inputs"] if entry.get("matches_published") is False]
-    if altered:
-        log.warning(
-            "%d official file(s) differ from the published ones, e.g. %s (hashes in the manifest)",
-            len(altered),
-            altered[0],
-        )
     if mismatches:
         ids = sorted({mismatch.id for mismatch in mismatches})
         summary = (
@@ -83,6 +76,15 @@ def split_pairs(
         if not allow_mismatches:
             raise SplitMismatchError(summary)
         log.warning("%s; going on as allowed (absent ids are left out, our labels are kept)", summary)
+    altered = [entry["path"] for entry in manifest["inputs"] if entry.get("matches_published") is False]
+    if altered:
+        summary = (
+            f"{len(altered)} official {protocol} file(s) differ from the published ones (SHA-256), e.g. {altered[0]}: "
+            f"truncated or edited? Fetch them again with `llavac fetch-splits {protocol}`"
+        )
+        if not allow_mismatches:
+            raise ValueError(f"{summary}, or set splits.allow_mismatches=true to use them as they are")
+        log.warning("%s; going on as allowed (their hashes are in %s)", summary, manifest_path)
 
     for split in splits:
         sizes = "/".join(str(len(frame)) for frame in split.parts().values())
