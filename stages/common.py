@@ -1,16 +1,30 @@
-"""What the stage scripts share: validated params, one logger each, the numbered split folders.
+"""What the stage scripts share: the right interpreter, one CPU floating-point path, validated
+params, one logger each.
 
-Only stage scripts read params.yaml; the library under src/llavac/ takes typed arguments.
+Only stage scripts read params.yaml; the library under src/llavac/ takes typed arguments. Every
+stage script imports this module before any third-party package, so the two checks below run
+before torch (or MKL, or oneDNN) has read its environment.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import platform
 import sys
 from pathlib import Path
 
 CHECKOUT_SRC = Path(__file__).resolve().parents[1] / "src"
+
+X86_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"}
+"""The kernels' instruction set, capped at AVX2 for PyTorch's own kernels, MKL and oneDNN.
+
+Left to themselves they pick the widest the CPU has (AVX-512 on one machine, AVX2 on the next) and
+round differently: on the reference machine, PyTorch's AVX2 kernels alone turned split 1's adapter
+into a different one. Every x86-64 CPU of the last decade has AVX2, so the cap gives one path
+everywhere. A variable the user has already set is left alone.
+"""
 
 
 def _stop_on_a_foreign_interpreter() -> None:
@@ -28,10 +42,19 @@ def _stop_on_a_foreign_interpreter() -> None:
         sys.exit(f"error: {sys.executable} imports llavac from {Path(found.origin).parent}, not from {CHECKOUT_SRC}; {activate}")
 
 
+def _pin_cpu_numerics() -> None:
+    """Set `X86_NUMERICS` (unless already set) on an x86-64 machine; others have no such switches."""
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        for name, value in X86_NUMERICS.items():
+            os.environ.setdefault(name, value)
+
+
 _stop_on_a_foreign_interpreter()
+_pin_cpu_numerics()
 
 from llavac.params import Params, ParamsError  # noqa: E402  (after the check above, on purpose)
 from llavac.params import load_params as validate_params  # noqa: E402
+
 
 def load_params() -> Params:
     """params.yaml, validated against the schema in `llavac.params`; a bad key ends the stage in one message."""
