@@ -53,6 +53,7 @@ def spark_session(master: str, partitions: int) -> SparkSession:
     builder = SparkSession.builder
     if master.startswith("local"):
         builder = builder.config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1")
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # one machine: loopback, not a guessed interface
     spark = (
         builder.master(master)
         .appName("llavac-preprocess")
