@@ -48,7 +48,6 @@ def main() -> None:
             args.live_dir / split,
             recipe,
             params.seed,
-            params.train.resume,
             params.prompt.image_position,
         )
         histories[split] = result["history"]

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import replace
+import signal
+import subprocess
+import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -131,7 +134,7 @@ def test_gradient_accumulation_keeps_the_global_batch():
 def adapter(world) -> Path:
     root = world["root"]
     result = train_split(world["base"], world["records"], world["images"], root / "adapter", root / "ckpt",
-                         root / "live", RECIPE, seed=0, resume=False, **CARD_FACTS)
+                         root / "live", RECIPE, seed=0, **CARD_FACTS)
     assert result["steps"] == 4  # 8 records / batch 4 x 2 epochs
     return root / "adapter"
 
@@ -156,13 +159,74 @@ def test_training_moves_the_projector_away_from_the_base(adapter, world):
     assert not torch.allclose(before, after)
 
 
-def test_resume_continues_from_the_last_checkpoint(adapter, world):
+def test_a_finished_split_restores_its_end_with_its_curves(adapter, world):
     root = world["root"]
+    first = (root / "live" / "plots" / "metrics" / "loss.tsv").read_text()
     result = train_split(world["base"], world["records"], world["images"], root / "adapter2", root / "ckpt",
-                         root / "live2", RECIPE, seed=0, resume=True, **CARD_FACTS)
-    # The finished split's checkpoint is at its last step: resuming trains no further step.
-    assert result["steps"] == 4
-    assert not [h for h in result["history"] if "loss" in h]
+                         root / "live2", RECIPE, seed=0, **CARD_FACTS)
+    # Same inputs: the checkpoint at the last step is restored and no step is trained again.
+    assert result["steps"] == 4 and result["train_loss"] > 0
+    assert (root / "live2" / "plots" / "metrics" / "loss.tsv").read_text() == first
+    assert (root / "adapter2" / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
+
+
+KILLED_RUN = """
+import json, os, signal, sys
+from pathlib import Path
+import transformers
+from llavac.params import Recipe
+from llavac.train import train_split
+
+root, kill_in = Path(sys.argv[1]), sys.argv[2]
+world = json.loads((root / "world.json").read_text())
+save_state, save_optimizer = transformers.Trainer._save_checkpoint, transformers.Trainer._save_optimizer_and_scheduler
+
+def kill(self):  # kill -9: no exception handler, no atexit, nothing flushed
+    if self.state.global_step == world["kill_at"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def after_save(self, *args):
+    save_state(self, *args)
+    kill(self)
+
+def during_save(self, *args):
+    save_optimizer(self, *args)
+    kill(self)  # the checkpoint's weights are written, its trainer_state.json is not
+
+if kill_in == "after":
+    transformers.Trainer._save_checkpoint = after_save
+elif kill_in == "during":
+    transformers.Trainer._save_optimizer_and_scheduler = during_save
+train_split(world["base"], world["records"], Path(world["images"]), root / "adapter", root / "ckpt", root / "live",
+            Recipe(**world["recipe"]), seed=0, image_position="front")
+"""
+
+
+@pytest.mark.parametrize("kill_in", ["after", "during"])
+def test_a_killed_split_resumes_to_the_same_adapter_and_curves(world, tmp_path, kill_in):
+    """kill -9 right after a checkpoint, or while one is being written; the rerun ends where an uninterrupted run does."""
+    recipe = replace(RECIPE, epochs=3)  # 6 steps, a checkpoint every epoch (2 steps)
+    runs = {}
+    for name, kill_at in (("whole", -1), ("killed", 4)):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "world.json").write_text(json.dumps({"base": world["base"], "records": world["records"],
+                                                     "images": str(world["images"]), "recipe": asdict(recipe),
+                                                     "kill_at": kill_at}))
+        first = subprocess.run([sys.executable, "-c", KILLED_RUN, str(root), kill_in], capture_output=True, text=True)
+        if name == "killed":
+            assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
+            assert not (root / "adapter").exists()
+            again = subprocess.run([sys.executable, "-c", KILLED_RUN, str(root), "never"], capture_output=True, text=True)
+            assert again.returncode == 0, again.stderr[-2000:]
+        else:
+            assert first.returncode == 0, first.stderr[-2000:]
+        runs[name] = root
+    whole, killed = runs["whole"], runs["killed"]
+    assert (killed / "adapter" / "adapter_model.safetensors").read_bytes() == (whole / "adapter" / "adapter_model.safetensors").read_bytes()
+    for curve in ("loss", "learning_rate", "grad_norm"):
+        path = Path("plots") / "metrics" / f"{curve}.tsv"
+        assert (killed / "live" / path).read_text() == (whole / "live" / path).read_text(), curve
 
 
 def test_batched_prediction_equals_one_at_a_time(adapter, world):
@@ -198,7 +262,7 @@ def test_checkpoints_of_another_run_are_discarded_on_resume(adapter, world):
     root = world["root"]
     other = world["records"][:4]  # different data: the split's old checkpoint must not be reused
     result = train_split(world["base"], other, world["images"], root / "adapter3", root / "ckpt",
-                         root / "live3", RECIPE, seed=0, resume=True, **CARD_FACTS)
+                         root / "live3", RECIPE, seed=0, **CARD_FACTS)
     # A fresh run on 4 records is 2 steps; the stale checkpoint sits at step 4.
     assert result["steps"] == 2, "a foreign checkpoint was resumed instead of training"
 
@@ -310,7 +374,7 @@ def test_same_seed_trains_the_same_adapter(world):
     weights = []
     for run in range(2):
         train_split(world["base"], world["records"], world["images"], root / f"same{run}", root / f"same-ckpt{run}",
-                    root / f"same-live{run}", quick, seed=3, resume=False, **CARD_FACTS)
+                    root / f"same-live{run}", quick, seed=3, **CARD_FACTS)
         weights.append(load_file(root / f"same{run}" / "adapter_model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -323,7 +387,7 @@ def test_bf16_training_keeps_fp32_master_weights_and_moves_the_projector(world):
     root = world["root"]
     recipe = replace(RECIPE, precision="bf16", epochs=1, learning_rate=2e-4, projector_learning_rate=2e-5)
     train_split(world["base"], world["records"], world["images"], root / "bf16", root / "bf16-ckpt",
-                root / "bf16-live", recipe, seed=0, resume=False, **CARD_FACTS)
+                root / "bf16-live", recipe, seed=0, **CARD_FACTS)
     saved = load_file(root / "bf16" / "adapter_model.safetensors")
     assert {tensor.dtype for tensor in saved.values()} == {torch.float32}
     key = next(k for k in saved if PROJECTOR in k and k.endswith("linear_1.weight"))

@@ -111,7 +111,6 @@ class Prompt(Section):
 
 class Train(Section):
     launcher: str
-    resume: bool = False
 
     @field_validator("launcher")
     @classmethod

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from dvclive import Live
-from dvclive.huggingface import DVCLiveCallback
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch.utils.data import Dataset
 from transformers import LlavaForConditionalGeneration, Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME as TRAINER_STATE
 
+from llavac.curves import mean_loss, write_curves
 from llavac.model.adapter_card import card_for
 from llavac.model.inputs import TrainingCollator
 from llavac.model.loading import load_base, load_inputs, save_inputs, torch_dtype
@@ -117,7 +116,7 @@ def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: 
         deepspeed=recipe.deepspeed if use_deepspeed else None,
         seed=seed,
         data_seed=seed,
-        logging_steps=5,
+        logging_steps=1,  # as finetune_task_lora.sh: a 7B split is only ~28 optimizer steps
         save_strategy="epoch",
         save_total_limit=1,
         save_only_model=False,
@@ -146,6 +145,23 @@ def discard_foreign_checkpoints(checkpoint_dir: Path, fingerprint: str) -> None:
     stamp.write_text(fingerprint)
 
 
+def last_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest checkpoint that was saved to the end, after deleting any that were not.
+
+    The Trainer writes a checkpoint's `trainer_state.json` last, and deletes the previous checkpoint
+    only after it; a kill during a save leaves a newer folder without that file (or with a torn one)
+    next to the previous, complete checkpoint, from which the run resumes instead.
+    """
+    numbered = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda path: int(path.name.rsplit("-", 1)[1]), reverse=True)
+    for checkpoint in numbered:
+        try:
+            json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+            return checkpoint
+        except (OSError, ValueError):
+            shutil.rmtree(checkpoint)
+    return None
+
+
 def train_split(
     base: str,
     records: list[dict[str, Any]],
@@ -155,21 +171,21 @@ def train_split(
     live_dir: Path,
     recipe: Recipe,
     seed: int,
-    resume: bool,
     image_position: str,
 ) -> dict[str, Any]:
-    """Fine-tune `base` on one split's training records; write the adapter, projector and processor.
+    """Fine-tune `base` on one split's training records; write the adapter, projector, processor and curves.
 
     Checkpoints go to `checkpoint_dir`, outside the stage's DVC outputs (which DVC deletes before a
-    run); they hold the projector too, as a peft `modules_to_save`, so `resume=True` continues an
-    interrupted split, and a finished split resumes straight to its end.
+    run); they hold the projector too, as a peft `modules_to_save`. A run of the same inputs (base,
+    records, recipe, seed: the fingerprint) continues from the last complete checkpoint, so an
+    interrupted split resumes where it stopped and a finished one restores its end; the Trainer
+    restores the optimizer, scheduler, RNG and data order, so the adapter is the one an
+    uninterrupted run writes. Checkpoints of any other run are deleted first.
     """
     # DeepSpeed needs its launcher's environment (a plain `python` start on a GPU would look for MPI).
     use_deepspeed = torch.cuda.is_available() and "LOCAL_RANK" in os.environ
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
-        if not resume:
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
         discard_foreign_checkpoints(checkpoint_dir, run_fingerprint(base, records, recipe, seed))
     # With ZeRO-3, TrainingArguments must exist before from_pretrained so weights load partitioned.
     args = training_arguments(recipe, checkpoint_dir, seed, use_deepspeed)
@@ -183,18 +199,15 @@ def train_split(
         keep_trainables_in_fp32(model)
     if recipe.gradient_checkpointing:
         model.enable_input_require_grads()
-    # One writer of the curves: every rank runs this function under the deepspeed launcher.
-    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) if main_process else None
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=Records(records),
         data_collator=TrainingCollator(inputs, image_folder, recipe.model_max_length),
         optimizer_cls_and_kwargs=(torch.optim.AdamW, {"params": optimizer_groups(model, recipe)}),
-        callbacks=[DVCLiveCallback(live=live)] if live else [],
     )
-    checkpoint = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    checkpoint = last_complete_checkpoint(checkpoint_dir) if checkpoint_dir.is_dir() else None
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     # Every rank must enter save_model: under ZeRO-3 it gathers the partitioned weights collectively.
     trainer.save_model(str(out_dir))
     if trainer.is_world_process_zero():
@@ -203,8 +216,9 @@ def train_split(
             base, out_dir, image_position=image_position, tokenizer_rule=inputs.encoder.rule,
             precision=recipe.precision, recipe=asdict(recipe),
         ).write(out_dir)
+        write_curves(trainer.state.log_history, live_dir)
     return {
-        "train_loss": result.training_loss,
+        "train_loss": mean_loss(trainer.state.log_history),  # the Trainer's counts only this session's steps
         "steps": result.global_step,
         "samples_per_second": result.metrics["train_samples_per_second"],
         "history": trainer.state.log_history,
