@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import runpy
-import subprocess
-import sys
 from itertools import cycle, islice
 from pathlib import Path
 
@@ -20,7 +17,6 @@ from llavac.data.pairs import PAIR_COLUMNS, read_pairs
 from llavac.data.protocols import generated_splits
 from llavac.labels import label_rule
 
-REPO = Path(__file__).resolve().parents[1]
 
 # The published codes, written out here independently of the library's tables.
 CHEEMA_CODE = {"neutral": 0, "positive": 1, "negative": 2}
@@ -318,37 +314,17 @@ def write_params(cwd: Path, splits_dir: Path, protocol: str = "cheema", **splits
     (cwd / "params.yaml").write_text(yaml.safe_dump({"seed": 5, "protocol": protocol, "splits": settings}))
 
 
-def run_stage(cwd: Path, pairs: Path, splits_dir: Path, out: Path, **params) -> subprocess.CompletedProcess:
-    """The stage exactly as dvc.yaml runs it, in a fresh interpreter."""
+def split_stage(run_stage, cwd: Path, pairs: Path, splits_dir: Path, out: Path, **params) -> str | None:
+    """The split stage with ``params``; its exit message, None when it succeeds."""
     write_params(cwd, splits_dir, **params)
-    return subprocess.run(
-        [sys.executable, str(REPO / "stages" / "split.py"), str(pairs), str(splits_dir), str(out)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
-def stage_exit(monkeypatch, cwd: Path, pairs: Path, splits_dir: Path, out: Path, **params) -> str | None:
-    """The stage run as a script inside this process (a fresh interpreter costs seconds of imports);
-    returns its exit message, None when it succeeds."""
-    write_params(cwd, splits_dir, **params)
-    monkeypatch.chdir(cwd)
-    monkeypatch.syspath_prepend(str(REPO / "stages"))
-    monkeypatch.setattr(sys, "argv", ["stages/split.py", str(pairs), str(splits_dir), str(out)])
-    try:
-        runpy.run_path(str(REPO / "stages" / "split.py"), run_name="__main__")
-    except SystemExit as stop:
-        return str(stop.code)
-    return None
+    return run_stage(cwd, "split.py", pairs, splits_dir, out)
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_stage_writes_generated_cheema_splits_and_manifest(tmp_path):
+def test_stage_writes_generated_cheema_splits_and_manifest(tmp_path, run_stage):
     pairs = small_pairs(120)
     pairs_dir = tmp_path / "pairs.parquet"
     pairs_dir.mkdir()
@@ -357,9 +333,7 @@ def test_stage_writes_generated_cheema_splits_and_manifest(tmp_path):
     out = tmp_path / "splits_out"
     (out / "11").mkdir(parents=True)  # stale folder of an earlier run
 
-    result = run_stage(tmp_path, pairs_dir, tmp_path / "official", out)
-
-    assert result.returncode == 0, result.stderr
+    assert split_stage(run_stage, tmp_path, pairs_dir, tmp_path / "official", out) is None
     assert sorted(p.name for p in out.iterdir()) == sorted([*map(str, range(1, 11)), "manifest.json"])
     manifest = json.loads((out / "manifest.json").read_text())
     assert (manifest["protocol"], manifest["source"], manifest["seed"]) == ("cheema", "generated", 5)
@@ -391,7 +365,7 @@ def test_stage_writes_generated_cheema_splits_and_manifest(tmp_path):
     assert manifest["mismatches"] == []
 
 
-def test_stage_stops_on_official_mismatches_unless_allowed(tmp_path, monkeypatch):
+def test_stage_stops_on_official_mismatches_unless_allowed(tmp_path, run_stage):
     pairs = small_pairs(60)
     pairs_file = tmp_path / "pairs.parquet"
     pairs[pairs["id"] != pairs["id"].iloc[3]].to_parquet(pairs_file, index=False)
@@ -400,13 +374,13 @@ def test_stage_stops_on_official_mismatches_unless_allowed(tmp_path, monkeypatch
     out = tmp_path / "out"
     absent = int(pairs["id"].iloc[3])
 
-    refused = stage_exit(monkeypatch, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official")
+    refused = split_stage(run_stage, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official")
     assert f"between the official random files and {pairs_file} on 1 id(s) ({absent})" in refused
     assert "splits.allow_mismatches=true" in refused
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
 
-    allowed = stage_exit(
-        monkeypatch, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official", allow_mismatches=True
+    allowed = split_stage(
+        run_stage, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official", allow_mismatches=True
     )
     assert allowed is None
     manifest = json.loads((out / "manifest.json").read_text())
@@ -424,12 +398,12 @@ def test_stage_stops_on_official_mismatches_unless_allowed(tmp_path, monkeypatch
     assert manifest["splits"]["1"]["val"]["size"] == len(pd.read_parquet(out / "1" / "val.parquet")) == 20
 
 
-def test_stage_names_allowed_values_and_the_fetch_command(tmp_path, monkeypatch):
+def test_stage_names_allowed_values_and_the_fetch_command(tmp_path, run_stage):
     pairs_file = tmp_path / "pairs.parquet"
     small_pairs(30).to_parquet(pairs_file, index=False)
-    args = (monkeypatch, tmp_path, pairs_file, tmp_path / "official", tmp_path / "out")
-    assert "protocol='kfold' is not one of: cheema, random, zhang" in stage_exit(*args, protocol="kfold")
-    assert "splits.source='published' is not one of: generated, official" in stage_exit(*args, source="published")
-    missing = stage_exit(*args, protocol="zhang", source="official")
+    args = (run_stage, tmp_path, pairs_file, tmp_path / "official", tmp_path / "out")
+    assert "protocol='kfold' is not one of: cheema, random, zhang" in split_stage(*args, protocol="kfold")
+    assert "splits.source='published' is not one of: generated, official" in split_stage(*args, source="published")
+    missing = split_stage(*args, protocol="zhang", source="official")
     assert missing.startswith("error: the official zhang split files are missing")
     assert "llavac fetch-splits zhang" in missing
