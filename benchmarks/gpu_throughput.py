@@ -206,7 +206,7 @@ def main() -> None:
 
     if args.phase == "train":  # a child of the deepspeed launcher
         zero = replace(one_device, deepspeed=f"configs/deepspeed/zero{args.zero}.json")
-        args.out.write_text(json.dumps(bench_project_train(args.base, zero, records[:n_train], folder, work)))
+        write_json(args.out, bench_project_train(args.base, zero, records[:n_train], folder, work))
         return
 
     cuda = torch.cuda.is_available()

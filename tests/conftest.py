@@ -1,8 +1,13 @@
-"""Shared fixtures: one Spark session for the whole test run, and writers of raw MVSA-Single folders."""
+"""Shared fixtures: one Spark session, writers of raw MVSA-Single folders and of predictions, and
+the one way the tests run a stage script."""
 
 from __future__ import annotations
 
 import io
+import json
+import random
+import runpy
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +18,67 @@ from pyspark.sql import SparkSession
 
 from llavac.data import mvsa
 from llavac.data.preprocess import spark_session
+from llavac.labels import LABELS, TASKS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def run_stage(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str | None]:
+    """``run_stage(cwd, "split.py", *args)``: ``python stages/split.py args...`` run from ``cwd``, as
+    dvc.yaml runs it, but inside this process (a fresh interpreter costs seconds of imports).
+
+    Returns the stage's exit message (``"error: ..."``), or None when it succeeds. The stage reads
+    ``cwd/params.yaml``, so a test writes the params it needs there first. The whole pipeline runs
+    through DVC in fresh interpreters in test_pipeline.py.
+    """
+
+    def run(cwd: Path, script: str, *args: object) -> str | None:
+        monkeypatch.chdir(cwd)
+        monkeypatch.syspath_prepend(str(REPO / "stages"))
+        monkeypatch.setattr(sys, "argv", [f"stages/{script}", *map(str, args)])
+        try:
+            runpy.run_path(str(REPO / "stages" / script), run_name="__main__")
+        except SystemExit as stop:
+            if stop.code not in (None, 0):
+                return str(stop.code)
+        return None
+
+    return run
+
+
+def _prediction_records(rng: random.Random, n: int, first_id: int) -> list[dict]:
+    """Records in the predict stage's format: mostly right, some wrong, some unparsed (null)."""
+    records = []
+    for i in range(n):
+        gold = {t: rng.choice(LABELS) for t in TASKS}
+        record = {"id": first_id + i, "raw": "...", "probs": {"text": [0.2, 0.3, 0.5]}}
+        for t in TASKS:
+            record[f"{t}_label"] = gold[t]
+            roll = rng.random()
+            record[f"pred_{t}"] = gold[t] if roll < 0.6 else None if roll < 0.75 else rng.choice(LABELS)
+        records.append(record)
+    return records
+
+
+def _write_predictions(pred_dir: Path, splits: dict[int, list[dict]]) -> Path:
+    """``pred_dir/<k>.jsonl`` for each split ``k``; returns ``pred_dir``."""
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    for k, records in splits.items():
+        (pred_dir / f"{k}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return pred_dir
+
+
+@pytest.fixture(scope="session")
+def prediction_records() -> Callable[[random.Random, int, int], list[dict]]:
+    """``prediction_records(rng, n, first_id)``: ``n`` records as the predict stage writes them."""
+    return _prediction_records
+
+
+@pytest.fixture(scope="session")
+def write_predictions() -> Callable[[Path, dict[int, list[dict]]], Path]:
+    """``write_predictions(pred_dir, {k: records})``: the predict stage's output folder."""
+    return _write_predictions
 
 
 @pytest.fixture(scope="session")

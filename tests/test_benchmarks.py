@@ -5,12 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ("device", "predict_speedup_vs_one_at_a_time", "predict_fraction_of_prefill", "train_speedup_vs_plain",
             "train_peak_gib", "zero3_ok", "predict_one_at_a_time_samples_per_s", "predict_batched_samples_per_s",
             "prefill_only_samples_per_s", "train_plain_peft_samples_per_s", "train_samples_per_s", "versions")
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_tiny_cpu_mode(tmp_path):
     out = tmp_path / "bench.json"
     subprocess.run([sys.executable, "benchmarks/gpu_throughput.py", "--scale", "tiny", "--out", str(out),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -53,7 +54,7 @@ def test_official_files_are_pinned_to_the_published_commits():
     assert [f.dest for f in OFFICIAL_FILES["zhang"]] == ["zhang/train.jsonl", "zhang/dev.jsonl", "zhang/test.jsonl"]
     assert OFFICIAL_FILES["zhang"][2].source.startswith("QingyangZhang/QMF/fe6c4c6ef7cb23f0a89594ee413d485f1854268b/")
     hashes = [official.sha256 for files in OFFICIAL_FILES.values() for official in files]
-    assert len(set(hashes)) == 37 and all(len(h) == 64 and int(h, 16) >= 0 for h in hashes)
+    assert len(set(hashes)) == 37 and all(re.fullmatch("[0-9a-f]{64}", h) for h in hashes)
 
 
 def test_a_file_with_another_checksum_is_refused_and_not_saved(tmp_path):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,35 +14,14 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 from llavac.labels import LABELS, TASKS
 from llavac.metrics import INVALID, confusion_rows, load_predictions, score_splits, task_scores
 
-REPO = Path(__file__).resolve().parents[1]
 ROUNDING = 0.005 + 1e-9
 """scores.json keeps 2 decimals."""
 
 
-def make_split(rng: random.Random, n: int, first_id: int) -> list[dict]:
-    """Records in the predict stage's format: mostly right, some wrong, some unparsed (null)."""
-    records = []
-    for i in range(n):
-        gold = {t: rng.choice(LABELS) for t in TASKS}
-        record = {"id": first_id + i, "raw": "...", "probs": {"text": [0.2, 0.3, 0.5]}}
-        for t in TASKS:
-            record[f"{t}_label"] = gold[t]
-            roll = rng.random()
-            record[f"pred_{t}"] = gold[t] if roll < 0.6 else None if roll < 0.75 else rng.choice(LABELS)
-        records.append(record)
-    return records
-
-
-def write_predictions(pred_dir: Path, splits: dict[int, list[dict]]) -> None:
-    pred_dir.mkdir(parents=True, exist_ok=True)
-    for k, records in splits.items():
-        (pred_dir / f"{k}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-
-
 @pytest.fixture
-def predictions(tmp_path: Path) -> tuple[Path, dict[int, list[dict]]]:
+def predictions(tmp_path: Path, prediction_records, write_predictions) -> tuple[Path, dict[int, list[dict]]]:
     rng = random.Random(7)
-    splits = {k: make_split(rng, 40 + k, 1000 * k) for k in (1, 2, 3)}
+    splits = {k: prediction_records(rng, 40 + k, 1000 * k) for k in (1, 2, 3)}
     write_predictions(tmp_path / "predictions", splits)
     return tmp_path / "predictions", splits
 
@@ -114,8 +91,8 @@ def test_mean_and_population_std_over_splits(predictions):
             assert scores["splits"][str(k)]["n_test_pairs"] == len(records)
 
 
-def test_one_split_has_zero_std(tmp_path):
-    write_predictions(tmp_path, {1: make_split(random.Random(3), 25, 0)})
+def test_one_split_has_zero_std(tmp_path, prediction_records, write_predictions):
+    write_predictions(tmp_path, {1: prediction_records(random.Random(3), 25, 0)})
     scores = score_splits(load_predictions(tmp_path))
     assert scores["n_splits"] == 1
     assert all(scores[t][f"{m}_std"] == 0.0 for t in TASKS for m in ("accuracy", "weighted_f1", "macro_f1"))
@@ -129,10 +106,10 @@ def test_confusion_rows_cover_every_pair_of_every_split(predictions):
     assert any(row["predicted"] == INVALID for row in rows)
 
 
-def test_bad_predictions_are_reported(tmp_path):
+def test_bad_predictions_are_reported(tmp_path, prediction_records):
     with pytest.raises(FileNotFoundError, match="dvc repro predict"):
         load_predictions(tmp_path)
-    record = make_split(random.Random(1), 1, 0)[0]
+    record = prediction_records(random.Random(1), 1, 0)[0]
     (tmp_path / "1.jsonl").write_text(json.dumps({**record, "pred_text": "happy"}) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"1\.jsonl:1: pred_text='happy'"):
         load_predictions(tmp_path)
@@ -142,17 +119,9 @@ def test_bad_predictions_are_reported(tmp_path):
         load_predictions(tmp_path)
 
 
-def run_stage(monkeypatch: pytest.MonkeyPatch, cwd: Path, script: str, *args: str) -> None:
-    """`python stages/<script> args...` run in `cwd`, in this process to spare the imports."""
-    monkeypatch.chdir(cwd)
-    monkeypatch.syspath_prepend(str(REPO / "stages"))
-    monkeypatch.setattr(sys, "argv", [script, *args])
-    runpy.run_path(str(REPO / "stages" / script), run_name="__main__")
-
-
-def test_score_stage_writes_metrics_and_plots(predictions, tmp_path, monkeypatch):
+def test_score_stage_writes_metrics_and_plots(predictions, tmp_path, run_stage):
     pred_dir, raw = predictions
-    run_stage(monkeypatch, tmp_path, "score.py", str(pred_dir), "metrics/scores.json", "plots")
+    assert run_stage(tmp_path, "score.py", pred_dir, "metrics/scores.json", "plots") is None
     scores = json.loads((tmp_path / "metrics" / "scores.json").read_text())
     assert scores == score_splits(load_predictions(pred_dir))
     n_pairs = sum(len(r) for r in raw.values())
@@ -163,7 +132,6 @@ def test_score_stage_writes_metrics_and_plots(predictions, tmp_path, monkeypatch
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_score_stage_without_predictions_names_the_command(tmp_path, monkeypatch):
-    with pytest.raises(SystemExit) as stop:
-        run_stage(monkeypatch, tmp_path, "score.py", "missing", "metrics/scores.json", "plots")
-    assert str(stop.value.code).startswith("error:") and "dvc repro predict" in str(stop.value.code)
+def test_score_stage_without_predictions_names_the_command(tmp_path, run_stage):
+    message = run_stage(tmp_path, "score.py", "missing", "metrics/scores.json", "plots")
+    assert message.startswith("error:") and "dvc repro predict" in message

@@ -235,7 +235,9 @@ def test_batched_prediction_equals_one_at_a_time(adapter, world):
     batched = generate_answers(model, inputs, records, world["images"], batch_size=8, max_new_tokens=8)
     single = generate_answers(model, inputs, records, world["images"], batch_size=1, max_new_tokens=8)
     assert batched == single
-    assert len(set(batched)) > 1 or batched[0], "answers must be real generations"
+    # Equal answers prove nothing if they are empty or echo the prompt: each must be new text only.
+    assert all(answer.strip() for answer in batched), batched
+    assert not any("ASSISTANT" in answer or "Consider the following" in answer for answer in batched), batched
     rows = prediction_rows(records, batched)
     assert [r["id"] for r in rows] == list(range(8))
     assert rows[0]["multimodal_label"] == "positive"

@@ -12,14 +12,11 @@ import pandas as pd
 import pytest
 from pandas.api.types import is_string_dtype
 
-from helpers import write_params
+from helpers import REPO, write_params
 from llavac.data import mvsa
-from llavac.data.sample import write_sample
 from llavac.data.pairs import PAIRS_SCHEMA
 from llavac.data.preprocess import preprocess
-
-REPO = Path(__file__).resolve().parents[1]
-
+from llavac.data.sample import write_sample
 
 def _raw_folder(root: Path, write_mvsa, jpeg, newline: str) -> tuple[Path, dict[str, Any]]:
     """A small raw folder with one record of every kind, and what preprocessing must make of it."""
@@ -150,13 +147,10 @@ def test_a_missing_label_file_is_one_clear_error(tmp_path: Path, spark) -> None:
         preprocess(spark, tmp_path / "MVSA_Single", tmp_path / "pairs.parquet")
 
 
-def test_stage_says_where_to_put_the_data(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "preprocess.py"), str(tmp_path / "MVSA_Single"), "p.parquet", "m.json"],
-        cwd=tmp_path, capture_output=True, text=True, check=False,
-    )
-    assert done.returncode == 1
-    assert done.stderr.startswith("error: ") and "dvc repro sample" in done.stderr and "data/" in done.stderr
+def test_stage_says_where_to_put_the_data(tmp_path: Path, run_stage) -> None:
+    message = run_stage(tmp_path, "preprocess.py", tmp_path / "MVSA_Single", "p.parquet", "m.json")
+    assert message.startswith("error: ") and "dvc repro sample" in message and "data/" in message
+    assert sorted(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

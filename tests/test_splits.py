@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import runpy
-import subprocess
-import sys
 from itertools import cycle, islice
 from pathlib import Path
 
@@ -21,7 +18,6 @@ from llavac.data.pairs import PAIR_COLUMNS, read_pairs
 from llavac.data.protocols import generated_splits
 from llavac.labels import label_rule
 
-REPO = Path(__file__).resolve().parents[1]
 
 # The published codes, written out here independently of the library's tables.
 CHEEMA_CODE = {"neutral": 0, "positive": 1, "negative": 2}
@@ -319,37 +315,17 @@ def write_params(cwd: Path, splits_dir: Path, protocol: str = "cheema", **splits
     write_repo_params(cwd, seed=5, protocol=protocol, splits=settings)
 
 
-def run_stage(cwd: Path, pairs: Path, splits_dir: Path, out: Path, **params) -> subprocess.CompletedProcess:
-    """The stage exactly as dvc.yaml runs it, in a fresh interpreter."""
+def split_stage(run_stage, cwd: Path, pairs: Path, splits_dir: Path, out: Path, **params) -> str | None:
+    """The split stage with ``params``; its exit message, None when it succeeds."""
     write_params(cwd, splits_dir, **params)
-    return subprocess.run(
-        [sys.executable, str(REPO / "stages" / "split.py"), str(pairs), str(splits_dir), str(out)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
-def stage_exit(monkeypatch, cwd: Path, pairs: Path, splits_dir: Path, out: Path, **params) -> str | None:
-    """The stage run as a script inside this process (a fresh interpreter costs seconds of imports);
-    returns its exit message, None when it succeeds."""
-    write_params(cwd, splits_dir, **params)
-    monkeypatch.chdir(cwd)
-    monkeypatch.syspath_prepend(str(REPO / "stages"))
-    monkeypatch.setattr(sys, "argv", ["stages/split.py", str(pairs), str(splits_dir), str(out)])
-    try:
-        runpy.run_path(str(REPO / "stages" / "split.py"), run_name="__main__")
-    except SystemExit as stop:
-        return str(stop.code)
-    return None
+    return run_stage(cwd, "split.py", pairs, splits_dir, out)
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_stage_writes_generated_cheema_splits_and_manifest(tmp_path):
+def test_stage_writes_generated_cheema_splits_and_manifest(tmp_path, run_stage):
     pairs = small_pairs(120)
     pairs_dir = tmp_path / "pairs.parquet"
     pairs_dir.mkdir()
@@ -358,9 +334,7 @@ def test_stage_writes_generated_cheema_splits_and_manifest(tmp_path):
     out = tmp_path / "splits_out"
     (out / "11").mkdir(parents=True)  # stale folder of an earlier run
 
-    result = run_stage(tmp_path, pairs_dir, tmp_path / "official", out)
-
-    assert result.returncode == 0, result.stderr
+    assert split_stage(run_stage, tmp_path, pairs_dir, tmp_path / "official", out) is None
     assert sorted(p.name for p in out.iterdir()) == sorted([*map(str, range(1, 11)), "manifest.json"])
     manifest = json.loads((out / "manifest.json").read_text())
     assert (manifest["protocol"], manifest["source"], manifest["seed"]) == ("cheema", "generated", 5)
@@ -392,7 +366,7 @@ def test_stage_writes_generated_cheema_splits_and_manifest(tmp_path):
     assert manifest["mismatches"] == []
 
 
-def test_stage_stops_on_official_mismatches_unless_allowed(tmp_path, monkeypatch):
+def test_stage_stops_on_official_mismatches_unless_allowed(tmp_path, run_stage):
     pairs = small_pairs(60)
     pairs_file = tmp_path / "pairs.parquet"
     pairs[pairs["id"] != pairs["id"].iloc[3]].to_parquet(pairs_file, index=False)
@@ -401,13 +375,13 @@ def test_stage_stops_on_official_mismatches_unless_allowed(tmp_path, monkeypatch
     out = tmp_path / "out"
     absent = int(pairs["id"].iloc[3])
 
-    refused = stage_exit(monkeypatch, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official")
+    refused = split_stage(run_stage, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official")
     assert f"between the official random files and {pairs_file} on 1 id(s) ({absent})" in refused
     assert "splits.allow_mismatches=true" in refused
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
 
-    allowed = stage_exit(
-        monkeypatch, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official", allow_mismatches=True
+    allowed = split_stage(
+        run_stage, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official", allow_mismatches=True
     )
     assert allowed is None
     manifest = json.loads((out / "manifest.json").read_text())
@@ -425,18 +399,18 @@ def test_stage_stops_on_official_mismatches_unless_allowed(tmp_path, monkeypatch
     assert manifest["splits"]["1"]["val"]["size"] == len(pd.read_parquet(out / "1" / "val.parquet")) == 20
 
 
-def test_stage_names_allowed_values_and_the_fetch_command(tmp_path, monkeypatch):
+def test_stage_names_allowed_values_and_the_fetch_command(tmp_path, run_stage):
     pairs_file = tmp_path / "pairs.parquet"
     small_pairs(30).to_parquet(pairs_file, index=False)
-    args = (monkeypatch, tmp_path, pairs_file, tmp_path / "official", tmp_path / "out")
-    assert "protocol='kfold': Input should be 'cheema', 'random' or 'zhang'" in stage_exit(*args, protocol="kfold")
-    assert "splits.source='published': Input should be 'generated' or 'official'" in stage_exit(*args, source="published")
-    missing = stage_exit(*args, protocol="zhang", source="official")
+    args = (run_stage, tmp_path, pairs_file, tmp_path / "official", tmp_path / "out")
+    assert "protocol='kfold': Input should be 'cheema', 'random' or 'zhang'" in split_stage(*args, protocol="kfold")
+    assert "splits.source='published': Input should be 'generated' or 'official'" in split_stage(*args, source="published")
+    missing = split_stage(*args, protocol="zhang", source="official")
     assert missing.startswith("error: the official zhang split files are missing")
     assert "llavac fetch-splits zhang" in missing
 
 
-def test_stage_stops_on_an_official_file_that_differs_from_the_published_one(tmp_path, monkeypatch):
+def test_stage_stops_on_an_official_file_that_differs_from_the_published_one(tmp_path, run_stage):
     """Files written here never hash like the published ones: exactly the case of a truncated download."""
     pairs = small_pairs(60)
     pairs_file = tmp_path / "pairs.parquet"
@@ -444,11 +418,11 @@ def test_stage_stops_on_an_official_file_that_differs_from_the_published_one(tmp
     splits_dir = tmp_path / "official"
     write_random(splits_dir / "random", three_way(pairs))
     out = tmp_path / "out"
-    refused = stage_exit(monkeypatch, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official")
+    refused = split_stage(run_stage, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official")
     assert refused.startswith("error: 3 official random file(s) differ from the published ones (SHA-256)")
     assert "llavac fetch-splits random" in refused and "splits.allow_mismatches=true" in refused
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]  # the hashes, for the diagnosis; no split
-    allowed = stage_exit(
-        monkeypatch, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official", allow_mismatches=True
+    allowed = split_stage(
+        run_stage, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official", allow_mismatches=True
     )
     assert allowed is None and (out / "1" / "test.parquet").is_file()
