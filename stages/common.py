@@ -42,11 +42,21 @@ def _stop_on_a_foreign_interpreter() -> None:
         sys.exit(f"error: {sys.executable} imports llavac from {Path(found.origin).parent}, not from {CHECKOUT_SRC}; {activate}")
 
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""One CPU thread per process for PyTorch and MKL.
+
+A kernel's reductions are split by thread, so the thread count (by default the machine's core
+count) changes the rounding: on the reference machine 4 and 8 threads trained different adapters.
+One thread is the same everywhere; the tiny model's small kernels lose little, and on a GPU the CPU
+threads do no arithmetic that matters (torchrun sets the same value for each of its processes).
+"""
+
+
 def _pin_cpu_numerics() -> None:
-    """Set `X86_NUMERICS` (unless already set) on an x86-64 machine; others have no such switches."""
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        for name, value in X86_NUMERICS.items():
-            os.environ.setdefault(name, value)
+    """Set `ONE_THREAD`, and `X86_NUMERICS` on an x86-64 machine, each unless already set."""
+    pins = ONE_THREAD | (X86_NUMERICS if platform.machine().lower() in ("x86_64", "amd64") else {})
+    for name, value in pins.items():
+        os.environ.setdefault(name, value)
 
 
 _stop_on_a_foreign_interpreter()

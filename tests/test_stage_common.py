@@ -11,17 +11,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PROBE = "import sys; sys.path.insert(0, 'stages'); import common, torch; print(torch.backends.cpu.get_cpu_capability())"
+PROBE = ("import sys; sys.path.insert(0, 'stages'); import common, torch; "
+         "print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())")
+PINNED = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "DNNL_MAX_CPU_ISA", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the instruction-set cap is x86-64's")
-def test_a_stage_runs_torch_on_the_avx2_kernels_unless_told_otherwise():
-    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "DNNL_MAX_CPU_ISA")}
+def test_a_stage_runs_torch_on_one_thread_and_the_avx2_kernels_unless_told_otherwise():
+    env = {k: v for k, v in os.environ.items() if k not in PINNED}
     pinned = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    assert pinned.stdout.strip() == "AVX2"
+    assert pinned.stdout.split() == ["AVX2", "1"]
     chosen = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env | {"ATEN_CPU_CAPABILITY": "default"},
                             capture_output=True, text=True, check=True)
-    assert chosen.stdout.strip() == "DEFAULT"
+    assert chosen.stdout.split()[0] == "DEFAULT"
 
 
 def test_a_stage_refuses_an_interpreter_without_this_checkout(tmp_path):
