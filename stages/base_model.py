@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from common import load_params, stage_logger  # first: it checks the interpreter
+from common import load_params, run, stage_logger  # first: it checks the interpreter
 import pandas as pd
 
 from llavac.model.build import build_llava
@@ -34,7 +33,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, VocabularyError) as error:  # a bad build.tokenizer; an unreachable package index
-        sys.exit(f"error: {error}")
+    run(main, ValueError, VocabularyError)  # a bad build.tokenizer; an unreachable package index

@@ -8,11 +8,13 @@ before torch (or MKL, or oneDNN) has read its environment.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import logging
 import os
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 CHECKOUT_SRC = Path(__file__).resolve().parents[1] / "src"
@@ -86,3 +88,23 @@ def numbered_dirs(parent: Path, produced_by: str) -> list[Path]:
     if not dirs:
         sys.exit(f"error: no split folders under {parent}: run `dvc repro {produced_by}` first")
     return dirs
+
+
+DISK_TROUBLE = {errno.ENOSPC: "the disk is full", errno.EROFS: "the folder is read-only", errno.EACCES: "permission denied",
+                errno.EDQUOT: "the disk quota is used up"}
+
+
+def run(main: Callable[[], None], *expected: type[Exception]) -> None:
+    """Run a stage's `main`; an OSError (a full disk, a read-only folder, a missing input) or one of the
+    stage's `expected` errors ends it with one line instead of a traceback.
+
+    Outputs are written whole or not at all (`llavac.files`), so what the failure leaves behind is
+    the previous output or none.
+    """
+    try:
+        main()
+    except (OSError, *expected) as error:
+        if isinstance(error, OSError) and error.errno in DISK_TROUBLE:
+            sys.exit(f"error: cannot write {error.filename or 'an output'}: {DISK_TROUBLE[error.errno]} "
+                     "(free space or fix the folder, then run the stage again)")
+        sys.exit(f"error: {error}")

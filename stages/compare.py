@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from common import load_params, stage_logger  # first: it checks the interpreter
+from common import load_params, run, stage_logger  # first: it checks the interpreter
 import yaml
 
 from llavac.files import write_json, write_text
@@ -74,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common import load_params, stage_logger  # first: it checks the interpreter
+from common import load_params, run, stage_logger  # first: it checks the interpreter
 
 from llavac.data.llava_json import format_splits
 
@@ -31,4 +31,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from common import load_params, numbered_dirs, stage_logger
+from common import load_params, numbered_dirs, run, stage_logger
 from llavac.labels import TASKS
 from llavac.predict import predict_records, write_jsonl
 
@@ -33,7 +32,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    run(main, ValueError)

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import load_params, stage_logger
+from common import load_params, run, stage_logger
 
 from llavac.data import mvsa
 from llavac.files import write_json
@@ -68,4 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

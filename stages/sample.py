@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from common import load_params, stage_logger
+from common import load_params, run, stage_logger
 
 from llavac.data.sample import write_sample
 
@@ -39,4 +39,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

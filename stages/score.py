@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from common import stage_logger
+from common import run, stage_logger
 
 from llavac.files import write_json, write_text
 from llavac.labels import TASKS
@@ -59,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from common import load_params, stage_logger
+from common import load_params, run, stage_logger
 
 from llavac.data.splits import SplitMismatchError, split_pairs
 
@@ -41,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

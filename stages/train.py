@@ -10,10 +10,9 @@ import argparse
 import gc
 import json
 import os
-import sys
 from pathlib import Path
 
-from common import load_params, numbered_dirs, stage_logger  # first: it checks the interpreter
+from common import load_params, numbered_dirs, run, stage_logger  # first: it checks the interpreter
 import torch
 
 from llavac.model.loading import read_pointer
@@ -61,7 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    run(main, ValueError)

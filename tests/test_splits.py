@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from helpers import write_params as write_repo_params
 from llavac.data.official import official_splits

@@ -8,7 +8,6 @@ that a stage finds exactly the splits the stage before it wrote, in numeric orde
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 
@@ -51,9 +50,3 @@ def split_files(parent: Path, suffix: str, produced_by: str) -> list[Path]:
 def split_number(entry: Path) -> int:
     """The split number of a folder or file listed above (``3`` for ``3/`` and for ``3.jsonl``)."""
     return int(entry.name.split(".", 1)[0])
-
-
-def empty_folder(folder: Path) -> None:
-    """Remove ``folder`` and create it empty: split folders left by an earlier protocol would be read downstream."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)

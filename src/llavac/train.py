@@ -22,6 +22,7 @@ from transformers import LlavaForConditionalGeneration, Trainer, TrainingArgumen
 from transformers.trainer import TRAINER_STATE_NAME as TRAINER_STATE
 
 from llavac.curves import mean_loss, write_curves
+from llavac.files import publish_folder, staging_folder, staging_path
 from llavac.model.adapter_card import card_for
 from llavac.model.inputs import TrainingCollator
 from llavac.model.loading import load_base, load_inputs, save_inputs, torch_dtype
@@ -209,13 +210,15 @@ def train_split(
     checkpoint = last_complete_checkpoint(checkpoint_dir) if checkpoint_dir.is_dir() else None
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     # Every rank must enter save_model: under ZeRO-3 it gathers the partitioned weights collectively.
-    trainer.save_model(str(out_dir))
+    staging = staging_folder(out_dir) if trainer.is_world_process_zero() else staging_path(out_dir)
+    trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
-        save_inputs(inputs, out_dir)
+        save_inputs(inputs, staging)
         card_for(
             base, out_dir, image_position=image_position, tokenizer_rule=inputs.encoder.rule,
             precision=recipe.precision, recipe=asdict(recipe),
-        ).write(out_dir)
+        ).write(staging)
+        publish_folder(staging, out_dir)
         write_curves(trainer.state.log_history, live_dir)
     return {
         "train_loss": mean_loss(trainer.state.log_history),  # the Trainer's counts only this session's steps

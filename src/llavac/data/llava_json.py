@@ -12,22 +12,22 @@ from pathlib import Path
 import pandas as pd
 
 from llavac.data.protocols import PARTS
-from llavac.files import write_json
+from llavac.files import folder_written_whole, write_json
 from llavac.prompt import ImagePosition, llava_record
-from llavac.split_folders import empty_folder, split_folder, split_folders, split_number
+from llavac.split_folders import split_folder, split_folders, split_number
 
 
 def format_splits(splits_dir: Path, out_dir: Path, image_position: ImagePosition) -> dict[str, int]:
     """Write ``<out_dir>/<K>/<part>.json`` for every split folder K under ``splits_dir``; return
-    the record count of each ``"<K>/<part>"``."""
+    the record count of each ``"<K>/<part>"``. The folder is written aside and put in place whole."""
     folders = split_folders(splits_dir, "split")
-    empty_folder(out_dir)
     counts = {}
-    for folder in folders:
-        number = split_number(folder)
-        for part in PARTS:
-            pairs = pd.read_parquet(folder / f"{part}.parquet")
-            records = [llava_record(row, image_position) for row in pairs.to_dict("records")]
-            write_json(split_folder(out_dir, number) / f"{part}.json", records, indent=1, ensure_ascii=False)
-            counts[f"{number}/{part}"] = len(records)
+    with folder_written_whole(out_dir) as staging:
+        for folder in folders:
+            number = split_number(folder)
+            for part in PARTS:
+                pairs = pd.read_parquet(folder / f"{part}.parquet")
+                records = [llava_record(row, image_position) for row in pairs.to_dict("records")]
+                write_json(split_folder(staging, number) / f"{part}.json", records, indent=1, ensure_ascii=False)
+                counts[f"{number}/{part}"] = len(records)
     return counts

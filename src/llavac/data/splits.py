@@ -17,9 +17,9 @@ from llavac.data.manifest import split_manifest
 from llavac.data.official import Mismatch, official_files, official_splits
 from llavac.data.pairs import parquet_files, read_pairs
 from llavac.data.protocols import PROTOCOLS, Split, eligible_pairs, generated_splits
-from llavac.files import write_json
+from llavac.files import folder_written_whole, publish_folder, write_json
 from llavac.params import SplitSource
-from llavac.split_folders import empty_folder, split_folder
+from llavac.split_folders import split_folder
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,10 @@ def split_pairs(
     """Write ``out_dir/manifest.json`` and ``out_dir/<K>/{train,val,test}.parquet``; return the splits.
 
     ``splits_dir/<protocol>/`` holds the published files when ``source`` is ``official``. Raises
-    SplitMismatchError (after writing the manifest) when they disagree with the pairs and
-    ``allow_mismatches`` is false; FileNotFoundError or ValueError for missing or malformed input.
+    SplitMismatchError when they disagree with the pairs, or ValueError when one differs from the
+    published file, unless ``allow_mismatches``; ``out_dir`` then holds only the manifest, which
+    lists what was wrong. FileNotFoundError or ValueError for missing or malformed input. The
+    folder is written aside and put in place at the end, so a failure never leaves half of it.
     """
     if protocol not in PROTOCOLS or source not in SOURCES:
         raise ValueError(f"protocol {protocol!r} / source {source!r}: expected one of {PROTOCOLS} / {SOURCES}")
@@ -54,7 +56,6 @@ def split_pairs(
         inputs |= official_files(protocol, splits_dir)
         log.info("read %d official %s split(s) from %s", len(splits), protocol, splits_dir / protocol)
 
-    empty_folder(out_dir)
     manifest = split_manifest(
         protocol,
         source,
@@ -64,33 +65,36 @@ def split_pairs(
         mismatches,
         inputs,
     )
-    manifest_path = write_json(out_dir / MANIFEST_FILE, manifest)
-    log.info("wrote %s", manifest_path)
-    if mismatches:
-        ids = sorted({mismatch.id for mismatch in mismatches})
-        summary = (
-            f"{len(mismatches)} mismatch(es) between the official {protocol} files and {pairs_path} "
-            f"on {len(ids)} id(s) ({', '.join(map(str, ids[:10]))}{', ...' if len(ids) > 10 else ''}); "
-            f"all listed in {manifest_path}"
-        )
-        if not allow_mismatches:
-            raise SplitMismatchError(summary)
-        log.warning("%s; going on as allowed (absent ids are left out, our labels are kept)", summary)
-    altered = [entry["path"] for entry in manifest["inputs"] if entry.get("matches_published") is False]
-    if altered:
-        summary = (
-            f"{len(altered)} official {protocol} file(s) differ from the published ones (SHA-256), e.g. {altered[0]}: "
-            f"truncated or edited? Fetch them again with `llavac fetch-splits {protocol}`"
-        )
-        if not allow_mismatches:
-            raise ValueError(f"{summary}, or set splits.allow_mismatches=true to use them as they are")
-        log.warning("%s; going on as allowed (their hashes are in %s)", summary, manifest_path)
+    manifest_path = out_dir / MANIFEST_FILE
+    with folder_written_whole(out_dir) as staging:
+        write_json(staging / MANIFEST_FILE, manifest)
+        if mismatches:
+            ids = sorted({mismatch.id for mismatch in mismatches})
+            summary = (
+                f"{len(mismatches)} mismatch(es) between the official {protocol} files and {pairs_path} "
+                f"on {len(ids)} id(s) ({', '.join(map(str, ids[:10]))}{', ...' if len(ids) > 10 else ''}); "
+                f"all listed in {manifest_path}"
+            )
+            if not allow_mismatches:
+                publish_folder(staging, out_dir)
+                raise SplitMismatchError(summary)
+            log.warning("%s; going on as allowed (absent ids are left out, our labels are kept)", summary)
+        altered = [entry["path"] for entry in manifest["inputs"] if entry.get("matches_published") is False]
+        if altered:
+            summary = (
+                f"{len(altered)} official {protocol} file(s) differ from the published ones (SHA-256), e.g. {altered[0]}: "
+                f"truncated or edited? Fetch them again with `llavac fetch-splits {protocol}`"
+            )
+            if not allow_mismatches:
+                publish_folder(staging, out_dir)
+                raise ValueError(f"{summary}, or set splits.allow_mismatches=true to use them as they are")
+            log.warning("%s; going on as allowed (their hashes are in %s)", summary, manifest_path)
 
-    for split in splits:
-        sizes = "/".join(str(len(frame)) for frame in split.parts().values())
-        log.info("split %d: train/val/test = %s", split.number, sizes)
-    paths = write_splits(splits, out_dir)
-    log.info("wrote %d Parquet files under %s", len(paths), out_dir)
+        for split in splits:
+            sizes = "/".join(str(len(frame)) for frame in split.parts().values())
+            log.info("split %d: train/val/test = %s", split.number, sizes)
+        paths = write_splits(splits, staging)
+    log.info("wrote %s and %d Parquet files under %s", manifest_path, len(paths), out_dir)
     return splits
 
 
