@@ -3,6 +3,7 @@
     llavac fetch-splits [cheema|random|zhang] [--dest data/splits]
     llavac classify --adapter artifacts/adapters/1 INPUT --out predictions.jsonl
     llavac paper-tags
+    llavac import-llava LLAVA_CHECKPOINT OUT [--base LLAVA_HF_BASE]
 """
 
 from __future__ import annotations
@@ -77,6 +78,29 @@ def classify(adapter: Path, source: Path, out: Path, batch_size: int, max_new_to
     return len(records)
 
 
+def import_llava(source: Path, out: Path, base: str | None) -> str:
+    """Bring a LLaVA-repository checkpoint into this project's formats; say what was written.
+
+    A LoRA run (`adapter_config.json` + `non_lora_trainables.bin`) becomes an adapter on the llava-hf
+    `base` (what `classify` and `predict` take), with ``<image>`` at the front of the prompt, where LLaVA's
+    training always moves it; a full (merged) LLaVA model becomes a llava-hf model
+    folder (what `models.<m>.pretrained` takes).
+    """
+    if (source / "adapter_config.json").is_file():
+        from llavac.llava_repo import import_llava_lora
+
+        if base is None:
+            raise ValueError("a LoRA checkpoint needs --base: the llava-hf model it was trained on (e.g. llava-hf/llava-1.5-7b-hf)")
+        import_llava_lora(source, base, out, "front", {"source": str(source)})
+        return f"adapter on {base}"
+    from llavac.model.llava_format import convert_llava_model
+
+    if not (source / "config.json").is_file():
+        raise FileNotFoundError(f"{source} holds no LLaVA checkpoint: give a folder with config.json (a model) or adapter_config.json (a LoRA run)")
+    convert_llava_model(source, out)
+    return "llava-hf model"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="llavac", description="LLaVAC: LLaVA-1.5 + LoRA multimodal sentiment")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
                      help="compute precision (default: fp16 on a GPU, as LLaVA evaluates; fp32 on a CPU)")
     commands.add_parser("paper-tags", help="tag paper-<protocol> commits holding the paper's numbers")
+    port = commands.add_parser("import-llava", help="convert a LLaVA-repository LoRA run or model into this project's format")
+    port.add_argument("source", type=Path, help="LLaVA's output folder (LoRA: adapter_config.json + non_lora_trainables.bin) or a LLaVA model folder")
+    port.add_argument("out", type=Path)
+    port.add_argument("--base", help="for a LoRA: the llava-hf conversion of the model it was trained on (hub id or folder)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -101,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "classify":
             n = classify(args.adapter, args.input, args.out, args.batch_size, args.max_new_tokens, args.precision)
             print(f"classified {n} pairs -> {args.out}")
+        elif args.command == "import-llava":
+            print(f"{import_llava(args.source, args.out, args.base)} -> {args.out}")
         else:
             from llavac.paper import load_paper, make_paper_tags
 
