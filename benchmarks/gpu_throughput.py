@@ -50,9 +50,11 @@ LLAVA_15_7B = {
                "num_hidden_layers": 24, "num_attention_heads": 16, "projection_dim": 768},
     "text": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
              "num_key_value_heads": 32, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5},
-    "vocab_size": 32064,
+    "tokenizer": "llama",
 }
-"""llava-hf/llava-1.5-7b-hf's config: CLIP ViT-L/14-336 + Vicuna-7B."""
+"""llava-hf/llava-1.5-7b-hf's config: CLIP ViT-L/14-336 + Vicuna-7B with its LLaMA vocabulary (32,064 rows
+after conversion). The vocabulary is fetched once with pip (`llama_vocab.py`); on a node without the
+package index, copy `~/.cache/llavac` from a machine that has it (or set `LLAVAC_CACHE`)."""
 
 SCALES = {
     "llava-1.5-7b": (LLAVA_15_7B, PARAMS["models"]["llava-v15-7b"]["recipe"]),
