@@ -58,7 +58,8 @@ package index, copy `~/.cache/llavac` from a machine that has it (or set `LLAVAC
 
 SCALES = {
     "llava-1.5-7b": (LLAVA_15_7B, PARAMS["models"]["llava-v15-7b"]["recipe"]),
-    "tiny": (PARAMS["models"]["tiny"]["build"], PARAMS["models"]["tiny"]["recipe"]),
+    # Its synthetic tweets repeat one text, so they support fewer vocabulary pieces than the sample's tweets.
+    "tiny": ({**PARAMS["models"]["tiny"]["build"], "vocab_size": 512}, PARAMS["models"]["tiny"]["recipe"]),
 }
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 TWEET = 'RT @babeshawnmendes: "that was really energetic" http://t.co/xYz12AbC #shawn'

@@ -163,3 +163,11 @@ def test_a_trained_vocabulary_masks_exactly_the_answer(tmp_path, images):
         assert tokenizer.decode(kept) == ANSWER + "</s>"
         assert kept[-1] == inputs.encoder.eos_id == 2
         assert torch.equal(batch["input_ids"][row][batch["labels"][row] != IGNORE_INDEX], kept)
+
+
+def test_a_vocabulary_larger_than_the_texts_allow_is_one_clear_error(tmp_path):
+    from llavac.model.build import train_sentencepiece
+
+    with pytest.raises(ValueError, match=r"build.vocab_size 5000 cannot be trained on these texts: .*<= \d+"):
+        train_sentencepiece(["a few words", "and a few more"], 5000, tmp_path / "tokenizer.model")
+    assert not (tmp_path / "tokenizer.model").exists()

@@ -44,12 +44,16 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_file: Path) -
     expect of LLaMA's vocabulary, so the tiny model's ids follow exactly the 7B model's rules.
     """
     model = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(list(texts)), model_writer=model, model_type="bpe", vocab_size=vocab_size,
-        byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, split_digits=True,
-        allow_whitespace_only_pieces=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
-        add_dummy_prefix=True, character_coverage=1.0, num_threads=1, minloglevel=2,
-    )
+    try:
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(list(texts)), model_writer=model, model_type="bpe", vocab_size=vocab_size,
+            byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, split_digits=True,
+            allow_whitespace_only_pieces=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
+            add_dummy_prefix=True, character_coverage=1.0, num_threads=1, minloglevel=2,
+        )
+    except RuntimeError as error:  # e.g. more pieces asked for than the texts allow
+        reason = str(error).rsplit("] ", 1)[-1]
+        raise ValueError(f"build.vocab_size {vocab_size} cannot be trained on these texts: {reason}") from error
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_bytes(model.getvalue())
     return out_file
