@@ -129,8 +129,8 @@ def write_llava_model(
 def write_clip_tower(tower: CLIPVisionModel, out_dir: Path) -> Path:
     """A CLIP vision tower folder as the hub's `openai/clip-vit-*` ones are: weights under `vision_model.*`.
 
-    transformers 5 would save the keys without that prefix, which LLaVA's transformers 4.37 silently
-    skips (a random tower); this layout loads in both.
+    transformers 5 would save the keys without that prefix, which LLaVA's transformers 4.37 skips with
+    no more than a warning (leaving a random tower); this layout loads in both.
     """
     tower.config.save_pretrained(out_dir)
     weights = {"vision_model." + key: value.contiguous() for key, value in tower.state_dict().items()}
