@@ -4,12 +4,25 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test compare java paper-tags benchmark clean-venv
+.PHONY: repro test compare java paper-tags benchmark clean-venv llava-env
+
+# The LLaVA repository's own training code (train.backend: llava-repo) needs its own transformers 4.37:
+# a second venv, installed from a whole-environment pin file without the resolver. The train stage
+# runs `make llava-env` itself when that backend is selected.
+LLAVA_VENV  ?= .venv-llava
+LLAVA_STAMP := $(LLAVA_VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $(STAMP)
+
+$(LLAVA_STAMP): envs/llava-repo.txt
+	@test -x $(LLAVA_VENV)/bin/python || python3 -m venv $(LLAVA_VENV)
+	$(LLAVA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r envs/llava-repo.txt
+	@touch $(LLAVA_STAMP)
+
+llava-env: $(LLAVA_STAMP)
 
 # Spark needs a Java runtime; say so once, plainly, instead of a py4j traceback later.
 java:
@@ -23,7 +36,7 @@ repro: $(STAMP) java
 	dvc repro
 	llavac compare
 
-test: $(STAMP) java
+test: $(STAMP) $(LLAVA_STAMP) java
 	pytest
 
 # The workspace and every DVC experiment against the paper, one short row each.
@@ -37,4 +50,4 @@ benchmark: $(STAMP) java
 	python benchmarks/preprocess_throughput.py
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LLAVA_VENV)

@@ -41,7 +41,8 @@ from llavac.model.inputs import TrainingCollator, prompt_batch
 from llavac.model.loading import load_base, load_inputs
 from llavac.predict import generate_answers, on_model
 from llavac.prompt import llava_record
-from llavac.train import Recipe, add_lora, optimizer_groups, train_split
+from llavac.params import Recipe
+from llavac.train import add_lora, optimizer_groups, train_split
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -51,13 +52,16 @@ LLAVA_15_7B = {
                "num_hidden_layers": 24, "num_attention_heads": 16, "projection_dim": 768},
     "text": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
              "num_key_value_heads": 32, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5},
-    "vocab_size": 32064,
+    "tokenizer": "llama",
 }
-"""llava-hf/llava-1.5-7b-hf's config: CLIP ViT-L/14-336 + Vicuna-7B."""
+"""llava-hf/llava-1.5-7b-hf's config: CLIP ViT-L/14-336 + Vicuna-7B with its LLaMA vocabulary (32,064 rows
+after conversion). The vocabulary is fetched once with pip (`llama_vocab.py`); on a node without the
+package index, copy `~/.cache/llavac` from a machine that has it (or set `LLAVAC_CACHE`)."""
 
 SCALES = {
     "llava-1.5-7b": (LLAVA_15_7B, PARAMS["models"]["llava-v15-7b"]["recipe"]),
-    "tiny": (PARAMS["models"]["tiny"]["build"], PARAMS["models"]["tiny"]["recipe"]),
+    # Its synthetic tweets repeat one text, so they support fewer vocabulary pieces than the sample's tweets.
+    "tiny": ({**PARAMS["models"]["tiny"]["build"], "vocab_size": 512}, PARAMS["models"]["tiny"]["recipe"]),
 }
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 TWEET = 'RT @babeshawnmendes: "that was really energetic" http://t.co/xYz12AbC #shawn'
@@ -160,7 +164,7 @@ def bench_plain_peft(base: str, recipe: Recipe, records: list[dict], folder: Pat
 def bench_project_train(base: str, recipe: Recipe, records: list[dict], folder: Path, work: Path) -> dict[str, float]:
     """Samples/s of the project's `train_split` on `records` (one epoch), in this process."""
     reset_peak()
-    result = train_split(base, records, folder, work / "adapter", work / "ckpt", work / "live", recipe, 0, False,
+    result = train_split(base, records, folder, work / "adapter", work / "ckpt", work / "live", recipe, 0,
                          image_position="front")
     return {"train_samples_per_s": result["samples_per_second"], "train_peak_gib": peak_gib()}
 

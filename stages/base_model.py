@@ -8,7 +8,8 @@ from pathlib import Path
 from common import load_params, run, stage_logger  # first: it checks the interpreter
 import pandas as pd
 
-from llavac.model.build import build_llava
+from llavac.model.build import LLAVA_DIR, build_llava
+from llavac.model.llava_format import read_llava_config
 from llavac.model.llama_vocab import VocabularyError
 from llavac.model.loading import write_pointer
 
@@ -24,11 +25,12 @@ def main() -> None:
     if block.build is not None:
         texts = pd.read_parquet(args.pairs, columns=["text"])["text"].tolist()
         log.info("building %s from its architecture; tokenizer trained on %d texts", params.model, len(texts))
-        build_llava(args.out_dir, texts, block.build.model_dump(), params.seed)
-        write_pointer(args.out_dir, str(args.out_dir))
+        hf_dir = build_llava(args.out_dir, texts, block.build.model_dump(exclude_none=True), params.seed)
+        llava_dir = args.out_dir / LLAVA_DIR
+        write_pointer(args.out_dir, str(hf_dir), str(llava_dir), read_llava_config(llava_dir)["mm_vision_tower"])
     else:
-        log.info("using the pretrained %s", block.pretrained)
-        write_pointer(args.out_dir, block.pretrained)
+        log.info("using the pretrained %s (LLaVA's format: %s)", block.pretrained, block.pretrained_llava)
+        write_pointer(args.out_dir, block.pretrained, block.pretrained_llava, block.vision_tower)
     log.info("wrote %s", args.out_dir)
 
 

@@ -1,7 +1,10 @@
-"""train stage: LoRA-fine-tune the base model on every split's training set.
+"""train stage: LoRA-fine-tune the base model on every split's training set, with the selected backend.
 
-Run as `python stages/train.py ...` on a CPU or one GPU, or under `deepspeed --num_gpus N` /
-`deepspeed --hostfile ...` (params.yaml `train.launcher`); the launcher adds `--local_rank`.
+`train.backend: hf` trains with this project's code (HF Trainer); `llava-repo` runs the LLaVA
+repository's own `llava/train/train.py` and converts its LoRA into the same adapter format.
+`train.launcher` (`python`, `deepspeed --num_gpus N`, `deepspeed --hostfile F`) starts the training
+processes: for `hf` it re-starts this script under the launcher (one copy per device, each sees
+`LOCAL_RANK`); for `llava-repo` it starts LLaVA's script.
 """
 
 from __future__ import annotations
@@ -10,14 +13,28 @@ import argparse
 import gc
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 
-from common import load_params, numbered_dirs, run, stage_logger  # first: it checks the interpreter
+from common import load_params, run, stage_logger  # first: it checks the interpreter
 import torch
 
+from llavac.llava_repo import (
+    TRAINED_LLAVA_DIR, ensure_llava_env, has_flash_attention, hostfile_slots, launcher_world_size,
+    llava_train_command, train_split_llava_repo,
+)
 from llavac.model.loading import read_pointer
 from llavac.plots import plot_training_loss
+from llavac.split_folders import split_folders
 from llavac.train import train_split
+
+
+def relaunch_under(launcher: str) -> None:
+    """Replace this process by `launcher stages/train.py ARGS` unless it already is one of the launched copies."""
+    words = shlex.split(launcher)
+    if not Path(words[0]).name.startswith("python") and "LOCAL_RANK" not in os.environ:
+        os.execvp(words[0], [*words, sys.argv[0], *sys.argv[1:]])
 
 
 def main() -> None:
@@ -26,29 +43,47 @@ def main() -> None:
     parser.add_argument("llava_dir", type=Path, help="formatted splits: <K>/train.json")
     parser.add_argument("image_folder", type=Path, help="the MVSA raw folder the records' image paths are relative to")
     parser.add_argument("out_dir", type=Path, help="adapters: <K>/")
-    parser.add_argument("checkpoint_dir", type=Path, help="resumable checkpoints: <K>/ (not a DVC output)")
+    parser.add_argument("checkpoint_dir", type=Path, help="resumable checkpoints and LLaVA's raw output: <K>/ (not a DVC output)")
     parser.add_argument("live_dir", type=Path, help="DVCLive training curves: <K>/")
     args, _ = parser.parse_known_args()  # the deepspeed launcher appends --local_rank=N
     log = stage_logger("train")
     params = load_params()
+    backend, launcher = params.train.backend, params.train.launcher
     recipe = params.selected.recipe
     base = read_pointer(args.base_dir)
+    if backend == "hf":
+        relaunch_under(launcher)
+    else:
+        llava_model, vision_tower = read_pointer(args.base_dir, "llava_model"), read_pointer(args.base_dir, "vision_tower")
+        if not llava_model or not vision_tower:
+            sys.exit(f"error: train.backend=llava-repo needs the model in LLaVA's format: give models.{params.model} "
+                     "`pretrained_llava` and `vision_tower` (e.g. liuhaotian/llava-v1.5-7b, openai/clip-vit-large-patch14-336)")
+        if params.prompt.image_position != "front":
+            sys.exit("error: train.backend=llava-repo always moves <image> to the front of the prompt (LLaVA's preprocessing); "
+                     "set prompt.image_position=front")
+        log.info("installing or checking the LLaVA environment (make llava-env)")
+        llava_bin = ensure_llava_env(Path.cwd())
+        cuda = torch.cuda.is_available()
+        world_size = launcher_world_size(launcher, torch.cuda.device_count(), hostfile_slots(launcher))
+        flash_attention = cuda and has_flash_attention(llava_bin)
     histories = {}
-    for split_dir in numbered_dirs(args.llava_dir, "format"):
+    for split_dir in split_folders(args.llava_dir, "format"):
         split = split_dir.name
         records = json.loads((split_dir / "train.json").read_text(encoding="utf-8"))
-        log.info("split %s: fine-tuning %s on %d pairs", split, base, len(records))
-        result = train_split(
-            base,
-            records,
-            args.image_folder,
-            args.out_dir / split,
-            args.checkpoint_dir / split,
-            args.live_dir / split,
-            recipe,
-            params.seed,
-            params.prompt.image_position,
-        )
+        log.info("split %s: fine-tuning %s on %d pairs with the %s backend", split, base, len(records), backend)
+        if backend == "hf":
+            result = train_split(
+                base, records, args.image_folder, args.out_dir / split, args.checkpoint_dir / split,
+                args.live_dir / split, recipe, params.seed, params.prompt.image_position,
+            )
+        else:
+            output_dir = args.checkpoint_dir / split / TRAINED_LLAVA_DIR
+            command = llava_train_command(
+                llava_bin, launcher, cuda, flash_attention, llava_model, vision_tower, split_dir / "train.json",
+                args.image_folder, output_dir, recipe, params.seed, world_size,
+            )
+            log.info("split %s: %s", split, shlex.join(command))
+            result = train_split_llava_repo(command, output_dir, base, args.out_dir / split, args.live_dir / split, recipe)
         histories[split] = result["history"]
         log.info("split %s: %d steps, mean training loss %.4f -> %s", split, result["steps"], result["train_loss"], args.out_dir / split)
         # Ten 7B engines in one process would otherwise pile up on the GPU.
@@ -60,4 +95,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main, ValueError)
+    run(main, ValueError, RuntimeError)

@@ -144,19 +144,30 @@ def test_padding_rows_and_added_tokens_are_never_generated(real_shaped_base):
     assert banned == set(range(32000, 32064))
 
 
-def test_bpe_tokenizer_still_masks_exactly_the_answer(tmp_path, images):
+def test_a_trained_vocabulary_masks_exactly_the_answer(tmp_path, images):
+    """The built model's own SentencePiece vocabulary follows the same rules as LLaMA's."""
     from llavac.model.build import build_llava
 
     architecture = {"vision": {"image_size": 16, "patch_size": 8, "hidden_size": 16, "intermediate_size": 32,
-                               "num_hidden_layers": 1, "num_attention_heads": 2},
+                               "num_hidden_layers": 2, "num_attention_heads": 2},
                     "text": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-                             "num_attention_heads": 2, "num_key_value_heads": 2}, "vocab_size": 300}
-    base = build_llava(tmp_path / "bpe", TEXTS * 3, architecture, seed=0)
+                             "num_attention_heads": 2, "num_key_value_heads": 2},
+                    "tokenizer": "trained", "vocab_size": 500}
+    base = build_llava(tmp_path / "trained", TEXTS * 3, architecture, seed=0)
     inputs = load_inputs(str(base))
-    assert inputs.encoder.rule == "tokenizer"
+    assert inputs.encoder.with_prefix.get_piece_size() == 500
     batch = TrainingCollator(inputs, images, 2048)(records("front"))
     tokenizer = inputs.processor.tokenizer
     for row in range(len(TEXTS)):
         kept = batch["labels"][row][batch["labels"][row] != IGNORE_INDEX]
-        assert tokenizer.decode(kept) == " " + ANSWER + "</s>"
+        assert tokenizer.decode(kept) == ANSWER + "</s>"
+        assert kept[-1] == inputs.encoder.eos_id == 2
         assert torch.equal(batch["input_ids"][row][batch["labels"][row] != IGNORE_INDEX], kept)
+
+
+def test_a_vocabulary_larger_than_the_texts_allow_is_one_clear_error(tmp_path):
+    from llavac.model.build import train_sentencepiece
+
+    with pytest.raises(ValueError, match=r"build.vocab_size 5000 cannot be trained on these texts: .*<= \d+"):
+        train_sentencepiece(["a few words", "and a few more"], 5000, tmp_path / "tokenizer.model")
+    assert not (tmp_path / "tokenizer.model").exists()

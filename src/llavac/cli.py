@@ -5,6 +5,7 @@
     llavac classify --image tweet.jpg --text "what a day" [--adapter ...]
     llavac compare
     llavac paper-tags
+    llavac import-llava LLAVA_CHECKPOINT OUT [--base LLAVA_HF_BASE]
 """
 
 from __future__ import annotations
@@ -70,6 +71,29 @@ def classify(
     return len(usable), len(rows) - len(usable)
 
 
+def import_llava(source: Path, out: Path, base: str | None) -> str:
+    """Bring a LLaVA-repository checkpoint into this project's formats; say what was written.
+
+    A LoRA run (`adapter_config.json` + `non_lora_trainables.bin`) becomes an adapter on the llava-hf
+    `base` (what `classify` and `predict` take), with ``<image>`` at the front of the prompt, where LLaVA's
+    training always moves it; a full (merged) LLaVA model becomes a llava-hf model
+    folder (what `models.<m>.pretrained` takes).
+    """
+    if (source / "adapter_config.json").is_file():
+        from llavac.llava_repo import import_llava_lora
+
+        if base is None:
+            raise ValueError("a LoRA checkpoint needs --base: the llava-hf model it was trained on (e.g. llava-hf/llava-1.5-7b-hf)")
+        import_llava_lora(source, base, out, "front", {"source": str(source)})
+        return f"adapter on {base}"
+    from llavac.model.llava_format import convert_llava_model
+
+    if not (source / "config.json").is_file():
+        raise FileNotFoundError(f"{source} holds no LLaVA checkpoint: give a folder with config.json (a model) or adapter_config.json (a LoRA run)")
+    convert_llava_model(source, out)
+    return "llava-hf model"
+
+
 def main(argv: list[str] | None = None) -> None:
     defaults = HelpWithDefaults
     parser = argparse.ArgumentParser(prog="llavac", description="LLaVAC: LLaVA-1.5 + LoRA multimodal sentiment")
@@ -95,6 +119,10 @@ def main(argv: list[str] | None = None) -> None:
                      help="compute precision (default: fp16 on a GPU, as LLaVA evaluates; fp32 on a CPU)")
     commands.add_parser("compare", help="the workspace and each DVC experiment against the paper, one row each")
     commands.add_parser("paper-tags", help="tag paper-<protocol> commits holding the paper's numbers")
+    port = commands.add_parser("import-llava", help="convert a LLaVA-repository LoRA run or model into this project's format")
+    port.add_argument("source", type=Path, help="LLaVA's output folder (LoRA: adapter_config.json + non_lora_trainables.bin) or a LLaVA model folder")
+    port.add_argument("out", type=Path)
+    port.add_argument("--base", help="for a LoRA: the llava-hf conversion of the model it was trained on (hub id or folder)")
     args = parser.parse_args(argv)
     if args.command == "classify" and (args.input is None) == (args.image is None or args.text is None):
         parser.error("classify takes INPUT, or --image and --text (not both)")
@@ -117,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
             from llavac.experiments import compare_experiments
 
             print(compare_experiments())
+        elif args.command == "import-llava":
+            print(f"{import_llava(args.source, args.out, args.base)} -> {args.out}")
         else:
             from llavac.paper import load_paper, make_paper_tags
 

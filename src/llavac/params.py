@@ -33,7 +33,8 @@ Protocol = Literal["cheema", "random", "zhang"]
 SplitSource = Literal["generated", "official"]
 ImagePosition = Literal["front", "inline"]
 Precision = Literal["fp32", "bf16", "fp16"]
-TokenizerKind = Literal["bpe", "llama"]
+TokenizerKind = Literal["trained", "llama"]
+Backend = Literal["hf", "llava-repo"]
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
@@ -110,6 +111,7 @@ class Prompt(Section):
 
 
 class Train(Section):
+    backend: Backend
     launcher: str
 
     @field_validator("launcher")
@@ -151,8 +153,14 @@ class TextBuild(Section):
 class Build(Section):
     vision: VisionBuild
     text: TextBuild
-    vocab_size: PositiveInt
     tokenizer: TokenizerKind
+    vocab_size: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _trained_vocabulary_has_a_size(self) -> Build:
+        if self.tokenizer == "trained" and self.vocab_size is None:
+            raise ValueError("a `trained` tokenizer needs `vocab_size` (the number of pieces to learn)")
+        return self
 
 
 class Model(Section):
@@ -160,6 +168,8 @@ class Model(Section):
 
     build: Build | None = None
     pretrained: str | None = None
+    pretrained_llava: str | None = None  # the same model in the LLaVA repository's format (train.backend=llava-repo)
+    vision_tower: str | None = None  # its CLIP tower, for that format
     recipe: Recipe
     evaluation: Evaluation
 

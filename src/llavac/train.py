@@ -28,7 +28,9 @@ from llavac.model.inputs import TrainingCollator
 from llavac.model.loading import load_base, load_inputs, save_inputs, torch_dtype
 from llavac.params import Recipe
 
-LANGUAGE_MODEL_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+LANGUAGE_LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""The language model's linear layers: LLaVA's `find_all_linear_names` minus projector, tower and lm_head."""
+LANGUAGE_MODEL_LINEAR = rf".*language_model.*\.({'|'.join(LANGUAGE_LINEAR_NAMES)})"
 """LoRA targets: a plain name list would also hit CLIP's q/k/v projections."""
 
 PROJECTOR = "multi_modal_projector"
@@ -47,18 +49,22 @@ class Records(Dataset):
         return self.records[index]
 
 
-def add_lora(model: LlavaForConditionalGeneration, recipe: Recipe) -> PeftModel:
-    """Wrap `model` with LoRA on the language model; the projector is saved and trained in full."""
-    config = LoraConfig(
-        r=recipe.lora_r,
-        lora_alpha=recipe.lora_alpha,
-        lora_dropout=recipe.lora_dropout,
+def lora_config(r: int, alpha: int, dropout: float) -> LoraConfig:
+    """LoRA on the language model's linear layers; the projector is saved and trained in full."""
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
         bias="none",
         target_modules=LANGUAGE_MODEL_LINEAR,
         modules_to_save=[PROJECTOR],
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+
+
+def add_lora(model: LlavaForConditionalGeneration, recipe: Recipe) -> PeftModel:
+    """Wrap `model` with the recipe's LoRA."""
+    return get_peft_model(model, lora_config(recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout))
 
 
 def optimizer_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict[str, Any]]:

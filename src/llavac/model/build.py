@@ -1,89 +1,68 @@
-"""Build a random-init llava-hf model directory from an architecture spec.
+"""Build a random-init LLaVA-1.5 in the LLaVA repository's format, and its llava-hf conversion.
 
-The embedded default has no weights to download, so the `base_model` stage builds a small
-`LlavaForConditionalGeneration` (CLIP-ViT vision tower + Llama language model) with either a BPE
-tokenizer trained on the dataset's own texts and the prompt (`tokenizer: bpe`) or the real LLaMA /
-Vicuna SentencePiece vocabulary of LLaVA-1.5 (`tokenizer: llama`, see `llama_vocab.py`), which with a
-336-pixel, patch-14 vision side gives a "real-shaped" tiny model: the 7B model's exact ids and image
-positions at a size a CPU trains in seconds. The result is an ordinary llava-hf directory:
-everything downstream loads it exactly as it loads `llava-hf/llava-1.5-7b-hf`.
+The embedded default has no weights to download, so the `base_model` stage builds a small LLaVA-1.5
+(CLIP-ViT vision tower + `mlp2x_gelu` projector + Llama language model) with either a SentencePiece BPE
+vocabulary trained on the dataset's own texts and the prompt (`tokenizer: trained`) or the real LLaMA /
+Vicuna vocabulary of LLaVA-1.5 (`tokenizer: llama`, see `llama_vocab.py`), which with a 336-pixel,
+patch-14 vision side gives a "real-shaped" tiny model: the 7B model's exact ids and image positions at
+a size a CPU trains in seconds. It is written twice, with the same weights: in the LLaVA repository's
+own format (what `train.backend: llava-repo` trains, as `liuhaotian/llava-v1.5-7b`) and as its llava-hf
+conversion (what everything else loads, as `llava-hf/llava-1.5-7b-hf`); see `llava_format.py`.
 """
 
 from __future__ import annotations
 
-import shutil
+import io
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import sentencepiece
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import (
-    CLIPImageProcessorPil,
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-    LlamaTokenizer,
-    LlavaProcessor,
-    PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
-)
+from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 from llavac.labels import LABELS
 from llavac.model.llama_vocab import llama_tokenizer_model
+from llavac.model.llava_format import convert_llava_model, llava_config, write_clip_tower, write_llava_model
 from llavac.model.tokens import SENTENCEPIECE_FILE
-from llavac.prompt import EOS, IMAGE_TOKEN, PROMPT_TEMPLATE, SYSTEM, chat_prompt
+from llavac.prompt import PROMPT_TEMPLATE, SYSTEM, chat_prompt
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-SPECIAL_TOKENS = ("<unk>", "<s>", EOS, "<pad>", IMAGE_TOKEN)
-TOKENIZERS = ("bpe", "llama")
+TOKENIZERS = ("trained", "llama")
+LLAVA_DIR = "llava"
+"""The LLaVA-format model inside a built base folder; its CLIP tower is `llava/vision_tower`."""
+HF_DIR = "llava-hf"
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (no unknown characters) that prepends ``<s>`` like Llama's.
+def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_file: Path) -> Path:
+    """A SentencePiece BPE vocabulary with the LLaMA tokenizer's settings, trained on `texts`.
 
-    Byte-level pre-tokenisation splits before spaces, so the prompt's tokens are a prefix of the
-    prompt+answer tokens: the property answer-only masking relies on.
+    unk 0, ``<s>`` 1, ``</s>`` 2, no pad id, byte fallback (no unknown characters), digits split, the
+    dummy-prefix ``▁`` and no whitespace normalisation: what LLaVA's slow tokenizer (and `tokens.py`)
+    expect of LLaMA's vocabulary, so the tiny model's ids follow exactly the 7B model's rules.
     """
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    core.train_from_iterator(texts, trainer=trainer)
-    core.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", core.token_to_id("<s>"))]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        bos_token="<s>",
-        eos_token=EOS,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        extra_special_tokens={"image_token": IMAGE_TOKEN},
-    )
-
-
-def llama_tokenizer(sentencepiece_file: Path) -> LlamaTokenizer:
-    """LLaVA-1.5's tokenizer as llava-hf ships it: the LLaMA vocabulary + ``<image>`` 32000 + ``<pad>`` 32001."""
-    with tempfile.TemporaryDirectory() as folder:
-        shutil.copyfile(sentencepiece_file, Path(folder) / SENTENCEPIECE_FILE)
-        tokenizer = LlamaTokenizer.from_pretrained(folder, legacy=False, extra_special_tokens={"image_token": IMAGE_TOKEN})
-    tokenizer.add_special_tokens({"pad_token": "<pad>"})
-    return tokenizer
+    model = io.BytesIO()
+    try:
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(list(texts)), model_writer=model, model_type="bpe", vocab_size=vocab_size,
+            byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, split_digits=True,
+            allow_whitespace_only_pieces=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
+            add_dummy_prefix=True, character_coverage=1.0, num_threads=1, minloglevel=2,
+        )
+    except RuntimeError as error:  # e.g. more pieces asked for than the texts allow
+        reason = str(error).rsplit("] ", 1)[-1]
+        raise ValueError(f"build.vocab_size {vocab_size} cannot be trained on these texts: {reason}") from error
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_bytes(model.getvalue())
+    return out_file
 
 
 def tokenizer_corpus(texts: Iterable[str]) -> list[str]:
     """The tweets plus every fixed string the model will read or write (prompt, system, answers)."""
     fixed = [SYSTEM, PROMPT_TEMPLATE, chat_prompt(PROMPT_TEMPLATE)] + [
-        f"{a}, {b}, {c}{EOS}" for a in LABELS for b in LABELS for c in LABELS
+        f"{a}, {b}, {c}" for a in LABELS for b in LABELS for c in LABELS
     ]
     return fixed * 20 + list(texts)
 
@@ -96,61 +75,40 @@ def build_llava(
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
 ) -> Path:
-    """Write a random-init llava-hf model + processor to `out_dir` and return it.
+    """Write a random-init LLaVA-1.5 to `out_dir/llava` (LLaVA's format) and `out_dir/llava-hf`; return the latter.
 
-    `architecture` holds `vision` (CLIPVisionConfig fields incl. image_size, patch_size), `text`
-    (LlamaConfig fields), `vocab_size` (the embedding size; the tokenizer may use fewer, as llava-hf
-    pads its 32002 tokens to 32064) and optionally `tokenizer` (`bpe`, the default, or `llama`); the
-    image-token count follows from the vision side.
+    `architecture` holds `vision` (CLIPVisionConfig fields incl. image_size, patch_size; LLaVA reads
+    hidden layer -2, so at least 2 layers), `text` (LlamaConfig fields), `tokenizer` (`trained` or
+    `llama`) and, for `trained`, `vocab_size` (its pieces). Every weight is drawn as LLaVA's code
+    draws it: the Llama and CLIP models' own initialisation, PyTorch's for the projector's layers.
     `dtype` and `device` only matter at 7B scale, where initialising on the GPU in bf16 takes
     seconds instead of minutes.
     """
-    torch.manual_seed(seed)
-    kind = architecture.get("tokenizer", "bpe")
+    kind = architecture.get("tokenizer", "trained")
     if kind not in TOKENIZERS:
         raise ValueError(f"build.tokenizer {kind!r} is not one of: {', '.join(TOKENIZERS)}")
-    sentencepiece_file = llama_tokenizer_model() if kind == "llama" else None
-    tokenizer: PreTrainedTokenizerBase = (
-        llama_tokenizer(sentencepiece_file) if sentencepiece_file else train_tokenizer(tokenizer_corpus(texts), architecture["vocab_size"])
+    torch.manual_seed(seed)
+    llava_dir = out_dir / LLAVA_DIR
+    tower_dir = llava_dir / "vision_tower"
+    scratch = tempfile.TemporaryDirectory()
+    sentencepiece_file = (
+        llama_tokenizer_model() if kind == "llama"
+        else train_sentencepiece(tokenizer_corpus(texts), architecture["vocab_size"], Path(scratch.name) / SENTENCEPIECE_FILE)
     )
     vision = CLIPVisionConfig(**architecture["vision"])
-    image_side = vision.image_size
-    n_image_tokens = (image_side // vision.patch_size) ** 2
-    text = LlamaConfig(
-        **architecture["text"],
-        vocab_size=max(len(tokenizer), architecture["vocab_size"]),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        image_seq_length=n_image_tokens,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
     with torch.device(device):
-        model = LlavaForConditionalGeneration(config).to(dtype)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_side},
-        crop_size={"height": image_side, "width": image_side},
-        image_mean=list(CLIP_MEAN),
-        image_std=list(CLIP_STD),
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=vision.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    if sentencepiece_file:  # llava-hf ships it too: it is what makes the ids LLaVA's (tokens.py)
-        shutil.copyfile(sentencepiece_file, out_dir / SENTENCEPIECE_FILE)
-    return out_dir
+        tower = CLIPVisionModel(vision).to(dtype)
+        text = LlamaConfig(**architecture["text"], vocab_size=sentencepiece.SentencePieceProcessor(
+            model_file=str(sentencepiece_file)).get_piece_size(), bos_token_id=1, eos_token_id=2, pad_token_id=None)
+        language_model = LlamaForCausalLM(text).to(dtype)
+        projector = torch.nn.Sequential(
+            torch.nn.Linear(vision.hidden_size, text.hidden_size), torch.nn.GELU(), torch.nn.Linear(text.hidden_size, text.hidden_size)
+        ).to(dtype)
+    write_clip_tower(tower, tower_dir)
+    side = vision.image_size
+    CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
+                          image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)).save_pretrained(tower_dir)
+    write_llava_model(llava_dir, language_model.state_dict(), projector.state_dict(),
+                      llava_config(text, str(tower_dir), vision.hidden_size), sentencepiece_file)
+    scratch.cleanup()
+    return convert_llava_model(llava_dir, out_dir / HF_DIR, seed=seed)

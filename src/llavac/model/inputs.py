@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from transformers import ProcessorMixin
 
-from llavac.model.tokens import ChunkEncoder, image_prompt_ids
+from llavac.model.tokens import SentencePieceEncoder, image_prompt_ids
 from llavac.prompt import chat_prompt, chat_text
 
 IGNORE_INDEX = -100
@@ -61,7 +61,7 @@ class LlavaInputs:
     see `tokens.py`); its image processor is, and its image-token id and count.
     """
 
-    def __init__(self, processor: ProcessorMixin, encoder: ChunkEncoder) -> None:
+    def __init__(self, processor: ProcessorMixin, encoder: SentencePieceEncoder) -> None:
         self.processor = processor
         self.encoder = encoder
         self.image_token_id: int = processor.image_token_id

@@ -16,24 +16,31 @@ from transformers.utils import cached_file
 
 from llavac.files import write_json
 from llavac.model.inputs import LlavaInputs
-from llavac.model.tokens import SENTENCEPIECE_FILE, SentencePieceEncoder, chunk_encoder
+from llavac.model.tokens import SENTENCEPIECE_FILE, SentencePieceEncoder
 
 POINTER = "base.json"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def write_pointer(base_dir: Path, name_or_path: str) -> None:
-    """Record which model `base_dir` stands for."""
+def write_pointer(base_dir: Path, name_or_path: str, llava_model: str | None, vision_tower: str | None) -> None:
+    """Record which model `base_dir` stands for: llava-hf's, and the same weights in LLaVA's own format.
+
+    `llava_model` and `vision_tower` (hub ids or folders) are what `train.backend: llava-repo` trains;
+    `None` where the model block names no LLaVA-format checkpoint.
+    """
     base_dir.mkdir(parents=True, exist_ok=True)
-    write_json(base_dir / POINTER, {"name_or_path": name_or_path})
+    write_json(base_dir / POINTER, {"name_or_path": name_or_path, "llava_model": llava_model, "vision_tower": vision_tower})
 
 
-def read_pointer(base_dir: Path) -> str:
-    """The hub id or path that `base_dir` stands for; a clear error names the stage that writes it."""
+def read_pointer(base_dir: Path, key: str = "name_or_path") -> str | None:
+    """The llava-hf model (or, with `key`, the LLaVA-format model or its vision tower) that `base_dir` stands for.
+
+    A clear error names the stage that writes the pointer.
+    """
     pointer = base_dir / POINTER
     if not pointer.exists():
         raise FileNotFoundError(f"{pointer} is missing: run `dvc repro base_model` first")
-    return json.loads(pointer.read_text())["name_or_path"]
+    return json.loads(pointer.read_text()).get(key)
 
 
 def torch_dtype(precision: str) -> torch.dtype:
@@ -58,18 +65,22 @@ def load_base(name_or_path: str, precision: str) -> LlavaForConditionalGeneratio
 
 
 def load_inputs(name_or_path: str) -> LlavaInputs:
-    """The processor of a model folder, hub id or adapter, with LLaVA's tokenization rule for its tokenizer.
+    """The processor of a model folder, hub id or adapter, with LLaVA's tokenization: SentencePiece itself.
 
-    A `tokenizer.model` beside the processor (llava-hf ships one; built models and adapters copy it)
-    means SentencePiece, as in the LLaVA repository.
+    The `tokenizer.model` beside the processor (llava-hf ships one; built models and adapters copy it)
+    is what LLaVA's slow tokenizer runs; a model without one cannot be fed LLaVA's ids.
     """
     processor = AutoProcessor.from_pretrained(name_or_path)
     found = cached_file(name_or_path, SENTENCEPIECE_FILE, _raise_exceptions_for_missing_entries=False)
-    return LlavaInputs(processor, chunk_encoder(processor.tokenizer, Path(found) if found else None))
+    if not found:
+        raise FileNotFoundError(
+            f"{name_or_path} has no {SENTENCEPIECE_FILE}: LLaVA tokenizes with SentencePiece, so the model "
+            "must ship its SentencePiece vocabulary (llava-hf models and the built ones do)"
+        )
+    return LlavaInputs(processor, SentencePieceEncoder(Path(found)))
 
 
 def save_inputs(inputs: LlavaInputs, out_dir: Path) -> None:
-    """Write the processor, and the SentencePiece model when the ids come from one, so `out_dir` reloads alike."""
+    """Write the processor and the SentencePiece model, so `out_dir` reloads alike."""
     inputs.processor.save_pretrained(str(out_dir))
-    if isinstance(inputs.encoder, SentencePieceEncoder):
-        shutil.copyfile(inputs.encoder.model_file, out_dir / SENTENCEPIECE_FILE)
+    shutil.copyfile(inputs.encoder.model_file, out_dir / SENTENCEPIECE_FILE)

@@ -8,30 +8,18 @@ tokenizer: it drops the ``▁`` after the image block on every record, and it sp
 differently from SentencePiece. So the ids are built here, chunk by chunk, and only the image
 processor of the llava-hf processor is used.
 
-A tokenizer that ships a SentencePiece model (`tokenizer.model`: LLaMA/Vicuna, hence LLaVA-1.5) is
-run through SentencePiece itself; any other tokenizer (the embedded default's byte-level BPE) is run
-chunk by chunk through its own `transformers` class.
+Every model here ships a SentencePiece model (`tokenizer.model`: LLaMA/Vicuna, hence LLaVA-1.5, and the
+built models' vocabulary), and it is run through SentencePiece itself.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Protocol
 
 from llavac.prompt import IMAGE_TOKEN
 
 SENTENCEPIECE_FILE = "tokenizer.model"
-
-
-class ChunkEncoder(Protocol):
-    """Encodes one chunk of text (no BOS) exactly as the reference tokenizer does."""
-
-    bos_id: int
-    eos_id: int
-    rule: str
-
-    def encode(self, text: str) -> list[int]: ...
 
 
 class SentencePieceEncoder:
@@ -71,27 +59,7 @@ class SentencePieceEncoder:
         return ids
 
 
-class TokenizerEncoder:
-    """A tokenizer without a SentencePiece model, one chunk at a time through its own class."""
-
-    rule = "tokenizer"
-
-    def __init__(self, tokenizer) -> None:  # noqa: ANN001 - any transformers tokenizer
-        self.tokenizer = tokenizer
-        self.bos_id, self.eos_id = tokenizer.bos_token_id, tokenizer.eos_token_id
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def chunk_encoder(tokenizer, sentencepiece_file: Path | None) -> ChunkEncoder:  # noqa: ANN001
-    """SentencePiece when the model ships a `tokenizer.model`, else `tokenizer` itself."""
-    if sentencepiece_file is not None:
-        return SentencePieceEncoder(sentencepiece_file)
-    return TokenizerEncoder(tokenizer)
-
-
-def image_prompt_ids(encoder: ChunkEncoder, text: str, image_token_id: int, n_image_tokens: int) -> list[int]:
+def image_prompt_ids(encoder: SentencePieceEncoder, text: str, image_token_id: int, n_image_tokens: int) -> list[int]:
     """`tokenizer_image_token` with the image expanded: BOS, chunk, image positions, chunk, ...
 
     LLaVA puts one placeholder between chunks and replaces it by the image features in the model;
