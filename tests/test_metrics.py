@@ -26,9 +26,13 @@ def make_split(rng: random.Random, n: int, first_id: int) -> list[dict]:
     records = []
     for i in range(n):
         gold = {t: rng.choice(LABELS) for t in TASKS}
-        record = {"id": first_id + i, "raw": "...", "probs": {"text": [0.2, 0.3, 0.5]}}
+        record = {"id": first_id + i, "raw": "..."}
         for t in TASKS:
             record[f"{t}_label"] = gold[t]
+            # over-confident probabilities that favour the gold label more often than not
+            logits = [rng.gauss(0, 3) + (4 * rng.random() if label == gold[t] else 0) for label in LABELS]
+            weights = [np.exp(z - max(logits)) for z in logits]
+            record[f"p_{t}"] = {label: w / sum(weights) for label, w in zip(LABELS, weights, strict=True)}
             roll = rng.random()
             record[f"pred_{t}"] = gold[t] if roll < 0.6 else None if roll < 0.75 else rng.choice(LABELS)
         records.append(record)
@@ -46,6 +50,7 @@ def predictions(tmp_path: Path) -> tuple[Path, dict[int, list[dict]]]:
     rng = random.Random(7)
     splits = {k: make_split(rng, 40 + k, 1000 * k) for k in (1, 2, 3)}
     write_predictions(tmp_path / "predictions", splits)
+    write_predictions(tmp_path / "predictions" / "val", {k: make_split(rng, 60, 1000 * k + 500) for k in splits})
     return tmp_path / "predictions", splits
 
 
@@ -136,6 +141,9 @@ def test_bad_predictions_are_reported(tmp_path):
     (tmp_path / "1.jsonl").write_text(json.dumps({**record, "pred_text": "happy"}) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"1\.jsonl:1: pred_text='happy'"):
         load_predictions(tmp_path)
+    (tmp_path / "1.jsonl").write_text(json.dumps({**record, "p_image": {"positive": 1.5}}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"1\.jsonl:1: p_image=.* is not a distribution"):
+        load_predictions(tmp_path)
     del record["image_label"]
     (tmp_path / "1.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match="missing keys"):
@@ -152,18 +160,27 @@ def run_stage(monkeypatch: pytest.MonkeyPatch, cwd: Path, script: str, *args: st
 
 def test_score_stage_writes_metrics_and_plots(predictions, tmp_path, monkeypatch):
     pred_dir, raw = predictions
-    run_stage(monkeypatch, tmp_path, "score.py", str(pred_dir), "metrics/scores.json", "plots")
+    run_stage(monkeypatch, tmp_path, "score.py", str(pred_dir), str(pred_dir / "val"), "metrics/scores.json", "plots")
     scores = json.loads((tmp_path / "metrics" / "scores.json").read_text())
+    calibration = scores.pop("calibration")
     assert scores == score_splits(load_predictions(pred_dir))
+    assert sorted(calibration["temperatures"]) == ["1", "2", "3"]
     n_pairs = sum(len(r) for r in raw.values())
     for task in TASKS:
         rows = json.loads((tmp_path / "plots" / "confusion" / f"{task}.json").read_text())
         assert len(rows) == n_pairs
-        png = tmp_path / "plots" / "png" / f"confusion_{task}.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # the fixture is over-confident: calibration must lower the validation NLL it was fitted on
+        assert calibration[task]["validation_nll_after"] < calibration[task]["validation_nll_before"]
+        coverage = json.loads((tmp_path / "plots" / "coverage" / f"{task}.json").read_text())
+        assert len(coverage) == n_pairs and coverage[-1]["coverage"] == 1.0
+        for name in ("before", "after"):
+            reliability = json.loads((tmp_path / "plots" / "calibration" / f"{task}_{name}.json").read_text())
+            assert sum(row["pairs"] for row in reliability) == n_pairs
+        for png in (f"confusion_{task}.png", f"reliability_{task}.png", "coverage.png"):
+            assert (tmp_path / "plots" / "png" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_score_stage_without_predictions_names_the_command(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as stop:
-        run_stage(monkeypatch, tmp_path, "score.py", "missing", "metrics/scores.json", "plots")
+        run_stage(monkeypatch, tmp_path, "score.py", "missing", "missing/val", "metrics/scores.json", "plots")
     assert str(stop.value.code).startswith("error:") and "dvc repro predict" in str(stop.value.code)

@@ -80,14 +80,19 @@ def test_full_dag_on_a_small_sample(repo_copy: Path):
     predictions = [json.loads(line) for line in (repo_copy / "artifacts/predictions/1.jsonl").read_text().splitlines()]
     test_ids = pd.read_parquet(repo_copy / "artifacts/splits/1/test.parquet")["id"].tolist()
     assert [p["id"] for p in predictions] == test_ids
-    assert {"raw", "pred_text", "pred_image", "pred_multimodal", "multimodal_label"} <= set(predictions[0])
+    assert {"raw", "pred_text", "pred_image", "pred_multimodal", "multimodal_label", "p_multimodal"} <= set(predictions[0])
+    val_ids = pd.read_parquet(repo_copy / "artifacts/splits/1/val.parquet")["id"].tolist()
+    validation = (repo_copy / "artifacts/predictions/val/1.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in validation] == val_ids
     scores = json.loads((repo_copy / "metrics/scores.json").read_text())
     assert scores["n_splits"] == 1 and scores["n_test_pairs"] == len(test_ids)
     assert 0 <= scores["multimodal"]["accuracy"] <= 100
     vs_paper = json.loads((repo_copy / "metrics/vs_paper.json").read_text())
     assert vs_paper["multimodal"]["accuracy"]["paper"] == 77.05  # Table 2, the random protocol
     assert "synthetic sample" in (repo_copy / "reports/results.md").read_text()
-    for picture in ("plots/png/confusion_multimodal.png", "dvclive/training_loss.png"):
+    assert set(scores["calibration"]["temperatures"]) == {"1"}
+    for picture in ("plots/png/confusion_multimodal.png", "plots/png/reliability_multimodal.png",
+                    "plots/png/coverage.png", "dvclive/training_loss.png"):
         assert (repo_copy / picture).stat().st_size > 1000
     assert (repo_copy / "artifacts/adapters/1/adapter_model.safetensors").is_file()
     status = run(["dvc", "status"], repo_copy)

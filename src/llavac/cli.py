@@ -1,7 +1,7 @@
 """`llavac`: the commands a researcher runs outside the DVC pipeline.
 
     llavac fetch-splits [cheema|random|zhang] [--dest data/splits]
-    llavac classify --adapter artifacts/adapters/1 INPUT --out predictions.jsonl
+    llavac classify --adapter artifacts/adapters/1 INPUT --out predictions.jsonl [--min-confidence 0.8]
     llavac paper-tags
 """
 
@@ -53,17 +53,21 @@ def read_inputs(source: Path) -> tuple[list[dict[str, Any]], Path]:
     return [{"id": row.get("id", i), **row} for i, row in enumerate(rows, 1)], source.parent
 
 
-def classify(adapter: Path, source: Path, out: Path, batch_size: int, max_new_tokens: int, precision: str | None) -> int:
+def classify(
+    adapter: Path, source: Path, out: Path, batch_size: int, max_new_tokens: int, precision: str | None, mode: str,
+    min_confidence: float,
+) -> int:
     """Label every pair of `source` with a trained adapter; write one JSON line per pair to `out`.
 
     The prompt's image position and the base model come from the adapter's card, so the inputs are
     built exactly as in training. The LoRA is merged as in LLaVA's evaluation; the precision is
-    LLaVA's fp16 on a GPU and fp32 on a CPU unless `precision` says otherwise.
+    LLaVA's fp16 on a GPU and fp32 on a CPU unless `precision` says otherwise. Each line carries the
+    label probabilities; a label whose probability is below `min_confidence` is withheld.
     """
     import torch
 
     from llavac.model.adapter_card import read_card
-    from llavac.predict import Evaluation, predict_records, write_jsonl
+    from llavac.predict import Evaluation, abstain_below, load_classifier, predict_records, write_jsonl
     from llavac.prompt import human_turn
 
     card = read_card(adapter)
@@ -73,8 +77,21 @@ def classify(adapter: Path, source: Path, out: Path, batch_size: int, max_new_to
         {"id": row["id"], "image": row["image"], "conversations": [{"from": "human", "value": human_turn(row["text"], card.image_position)}]}
         for row in rows
     ]
-    write_jsonl(predict_records(adapter, records, image_folder, batch_size, max_new_tokens, evaluation), out)
+    model, inputs = load_classifier(adapter, evaluation)
+    rows = predict_records(model, inputs, records, image_folder, batch_size, max_new_tokens, mode)
+    write_jsonl([abstain_below(row, min_confidence) for row in rows], out)
     return len(records)
+
+
+def probability(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability between 0 and 1")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,6 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--max-new-tokens", type=int, default=16)
     run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
                      help="compute precision (default: fp16 on a GPU, as LLaVA evaluates; fp32 on a CPU)")
+    run.add_argument("--mode", choices=("score", "generate"), default="score",
+                     help="score (default): the most probable of the 27 valid answers, never unreadable; "
+                          "generate: the free greedy answer, parsed, as in the paper's evaluation")
+    run.add_argument("--min-confidence", type=probability, default=0.0, metavar="P",
+                     help="withhold (write null for) each label whose probability is below P, and list it under "
+                          "`abstained` (default 0: always answer). The probabilities are the model's own, "
+                          "not temperature-calibrated")
     commands.add_parser("paper-tags", help="tag paper-<protocol> commits holding the paper's numbers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -99,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
             for path in fetch_splits(args.protocol, args.dest):
                 print(path)
         elif args.command == "classify":
-            n = classify(args.adapter, args.input, args.out, args.batch_size, args.max_new_tokens, args.precision)
+            n = classify(args.adapter, args.input, args.out, args.batch_size, args.max_new_tokens, args.precision,
+                         args.mode, args.min_confidence)
             print(f"classified {n} pairs -> {args.out}")
         else:
             from llavac.paper import load_paper, make_paper_tags
