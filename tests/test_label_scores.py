@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 from test_model import ARCHITECTURE, RECIPE
 
-from llavac.label_scores import TRIPLES, AnswerTree, answer_continuations
+from llavac.label_scores import TRIPLES, AnswerTree, answer_continuations, record_continuations, score_batch
 from llavac.labels import LABELS, TASKS, label_rule
 from llavac.model.build import build_llava
-from llavac.model.inputs import message, padded
+from llavac.model.inputs import message, padded, prompt_batch
 from llavac.model.loading import load_base, load_inputs
 from llavac.predict import Evaluation, generate_answers, load_classifier, parse_answer, predict_records, score_labels
 from llavac.prompt import answer, llava_record
@@ -67,13 +67,14 @@ def trained(pairs) -> dict:
     return {**pairs, "model": model, "inputs": inputs}
 
 
-def full_sequence_logprobs(model, inputs, record: dict, images: Path) -> np.ndarray:
-    """log p(answer | prompt) of the 27 answers, each fed whole without a cache: the reference for the tree step."""
+def full_sequence_logprobs(model, inputs, record: dict, images: Path, continuations=None) -> np.ndarray:
+    """log p(continuation | prompt) of the 27 answers (or of `continuations`), each fed whole without a cache:
+    the reference for the tree step."""
     pixel_values = inputs.pixel_values([record], images)
     n_image = inputs.n_image_tokens(pixel_values)
     human = message(record, "human")
     prompt = inputs.prompt_ids(human, n_image)
-    continuations = answer_continuations(inputs, human, n_image)
+    continuations = continuations or answer_continuations(inputs, human, n_image)
     rows = [prompt + ids for ids in continuations]
     mask = padded([[1] * len(row) for row in rows], 0, "left")
     with torch.inference_mode():
@@ -106,10 +107,13 @@ def test_a_tokenizer_that_splits_label_words_still_spells_every_answer_in_the_tr
     continuations = answer_continuations(inputs, human, 4)
     assert max(len(ids) for ids in continuations) > 6, "the fixture must exercise labels of several tokens"
     tree = AnswerTree.of(continuations)
-    assert [[token for _, token in path] for path in tree.paths] == continuations
-    for path in tree.paths:  # each token is scored by the node of the prefix before it
-        for k, (node, _) in enumerate(path[1:], start=1):
-            assert tree.depths[node] == k and tree.tokens[node] == path[k - 1][1]
+    for a, ids in enumerate(continuations):
+        assert tree.answer_tokens[a][tree.real[a]].tolist() == ids
+        assert tree.lines[a, 0] == 0  # the first token is scored by the prompt's last logits
+        for k in range(1, len(ids)):  # each later one by the node of the prefix before it
+            node = int(tree.lines[a, k]) - 1
+            assert tree.depths[node] == k and tree.tokens[node] == ids[k - 1]
+            assert tree.ancestry[node].sum() == k  # the node and its k - 1 ancestors
 
 
 def test_probabilities_sum_to_one(splitting):
@@ -136,6 +140,29 @@ def test_cached_tree_scores_equal_full_sequences_without_cache(which, request):
     for record, score in zip(records, scores, strict=True):
         reference = full_sequence_logprobs(world["model"], world["inputs"], record, world["images"])
         np.testing.assert_allclose(score.answer_logprobs, reference, atol=1e-4, rtol=0)
+
+
+def test_rows_with_trees_of_different_sizes_share_one_tree_step(splitting):
+    model, inputs, records = splitting["model"], splitting["inputs"], splitting["records"][:3]
+    batch = prompt_batch(inputs, records, splitting["images"])
+    humans = [message(record, "human") for record in records]
+    plain = answer_continuations(inputs, humans[0], inputs.n_image_tokens(batch["pixel_values"]))
+    longer = [[*ids[:1], ids[1], *ids[1:]] for ids in plain]  # a second token repeated: a deeper, wider tree
+    trees = [AnswerTree.of(plain), AnswerTree.of(longer), AnswerTree.of(plain)]
+    assert len(trees[1].tokens) > len(trees[0].tokens)
+    scores = score_batch(model, inputs, batch, trees)
+    for record, score, continuations in zip(records, scores, (plain, longer, plain), strict=True):
+        reference = full_sequence_logprobs(model, inputs, record, splitting["images"], continuations)
+        np.testing.assert_allclose(score.answer_logprobs, reference, atol=1e-4, rtol=0)
+
+
+def test_answer_ids_are_reused_across_tweets_only_where_they_hold(splitting):
+    inputs = splitting["inputs"]
+    first, second = (message(record, "human") for record in splitting["records"][:2])
+    own, known = answer_continuations(inputs, second, 4), answer_continuations(inputs, first, 4)
+    assert record_continuations(inputs, second, 4, known) is known and known == own  # reused, and right to be
+    wrong = [[*ids[:-1], inputs.pad_id, ids[-1]] for ids in own]
+    assert record_continuations(inputs, second, 4, wrong) == own
 
 
 def test_constrained_greedy_equals_every_valid_generation(trained):

@@ -32,10 +32,6 @@ Triple = tuple[str, str, str]
 TRIPLES: tuple[Triple, ...] = tuple(itertools.product(LABELS, repeat=3))  # type: ignore[assignment]
 """Every (text, image, multimodal) answer, in a fixed order: the axis of every joint distribution."""
 
-PROMPT_END = -1
-"""Where a token is scored from the prompt's last logits rather than from a node of the answer tree."""
-
-
 def answer_continuations(inputs: LlavaInputs, human: str, n_image_tokens: int) -> list[list[int]]:
     """The ids each of the 27 answers adds after the prompt (``</s>`` included), in `TRIPLES` order.
 
@@ -55,46 +51,69 @@ def answer_continuations(inputs: LlavaInputs, human: str, n_image_tokens: int) -
     return continuations
 
 
+def record_continuations(
+    inputs: LlavaInputs, human: str, n_image_tokens: int, known: list[list[int]] | None
+) -> list[list[int]]:
+    """`answer_continuations` of one record, reusing `known` (another record's) when they hold here too.
+
+    The answer's ids follow the prompt's fixed ending (``ASSISTANT:``), so for a tokenizer that does not
+    merge across it they are the same for every tweet. One answer's ids confirm it (3 encodings of the
+    record instead of 54); a record where they differ gets its own, computed in full.
+    """
+    if known is not None:
+        ids, _ = inputs.training_ids(human, answer(*TRIPLES[0]), n_image_tokens)
+        cut = len(ids) - len(known[0])
+        if ids[cut:] == known[0] and ids[:cut] == inputs.prompt_ids(human, n_image_tokens):
+            return known
+    return answer_continuations(inputs, human, n_image_tokens)
+
+
 @dataclass(frozen=True)
 class AnswerTree:
     """The 27 answers' shared-prefix tree, flattened for one forward step.
 
     `tokens[n]` is the last token of prefix node `n` (every proper, non-empty prefix of an answer),
-    `parents[n]` its parent node (`PROMPT_END` for a first token) and `depths[n]` its length.
-    `paths[a]` lists, for each token of answer `a`, the node whose logits score it and the token.
+    `depths[n]` its length, and `ancestry[n, m]` says whether node `m` is `n` or one of its ancestors
+    (what `n` may attend to). Answer `a`'s `k`-th token is `answer_tokens[a, k]`, scored by the logits
+    at line `lines[a, k]`: 0 for the prompt's last position, `n + 1` for node `n`; `real` marks the
+    entries that are not padding (answers can differ in length).
     """
 
     tokens: list[int]
-    parents: list[int]
     depths: list[int]
-    paths: list[list[tuple[int, int]]]
+    ancestry: torch.Tensor
+    lines: torch.Tensor
+    answer_tokens: torch.Tensor
+    real: torch.Tensor
 
     @classmethod
     def of(cls, continuations: Sequence[Sequence[int]]) -> AnswerTree:
         node_of: dict[tuple[int, ...], int] = {}
-        tokens, parents, depths, paths = [], [], [], []
+        tokens: list[int] = []
+        depths: list[int] = []
+        parents: list[int] = []
+        lines = []
         for ids in continuations:
-            path = []
-            for k, token in enumerate(ids):
-                path.append((node_of[tuple(ids[:k])] if k else PROMPT_END, token))
-                prefix = tuple(ids[: k + 1])
-                if k + 1 < len(ids) and prefix not in node_of:
-                    node_of[prefix] = len(tokens)
-                    tokens.append(token)
-                    parents.append(node_of[tuple(ids[:k])] if k else PROMPT_END)
+            for k in range(len(ids) - 1):  # the last token (</s>) scores nothing: it is never fed
+                if tuple(ids[: k + 1]) not in node_of:
+                    node_of[tuple(ids[: k + 1])] = len(tokens)
+                    tokens.append(ids[k])
                     depths.append(k + 1)
-            paths.append(path)
-        return cls(tokens, parents, depths, paths)
-
-    def ancestry(self) -> torch.Tensor:
-        """`[n, m]` is True when node `m` is node `n` or one of its ancestors: what node `n` may attend to."""
-        size = len(self.tokens)
-        allowed = torch.eye(size, dtype=torch.bool)
-        for node in range(size):
-            parent = self.parents[node]
-            if parent != PROMPT_END:
-                allowed[node] |= allowed[parent]  # parents precede their children
-        return allowed
+                    parents.append(node_of[tuple(ids[:k])] if k else -1)
+            lines.append([node_of[tuple(ids[:k])] + 1 if k else 0 for k in range(len(ids))])
+        ancestry = torch.eye(len(tokens), dtype=torch.bool)
+        for node, parent in enumerate(parents):
+            if parent >= 0:
+                ancestry[node] |= ancestry[parent]  # a parent precedes its children
+        width = max(len(ids) for ids in continuations)
+        return cls(
+            tokens=tokens,
+            depths=depths,
+            ancestry=ancestry,
+            lines=torch.tensor([row + [0] * (width - len(row)) for row in lines]),
+            answer_tokens=torch.tensor([[*ids] + [0] * (width - len(ids)) for ids in continuations]),
+            real=torch.tensor([[True] * len(ids) + [False] * (width - len(ids)) for ids in continuations]),
+        )
 
 
 @dataclass(frozen=True)
@@ -144,26 +163,28 @@ class LabelScores:
         }
 
 
-def _greedy(tree: AnswerTree, logprobs: torch.Tensor, prompt_logprobs: torch.Tensor) -> Triple:
-    """Follow the tree from the prompt, taking the most probable allowed token at each step."""
+def _greedy(tree: AnswerTree, token_logprobs: torch.Tensor) -> Triple:
+    """Follow the tree from the prompt, taking the most probable allowed token at each step.
+
+    `token_logprobs[a, k]` is the log-probability of answer `a`'s `k`-th token; answers that share
+    their first `k` tokens share the node that scores the `k`-th, so comparing them compares tokens.
+    """
     alive = list(range(len(TRIPLES)))
-    step = 0
-    while True:
-        node = tree.paths[alive[0]][step][0]  # the answers still alive share their first `step` tokens
-        scores = prompt_logprobs if node == PROMPT_END else logprobs[node]
-        choice = max({tree.paths[a][step][1] for a in alive}, key=lambda token: float(scores[token]))
-        alive = [a for a in alive if tree.paths[a][step][1] == choice]
-        finished = [a for a in alive if len(tree.paths[a]) == step + 1]
+    for step in range(tree.answer_tokens.shape[1]):
+        best = max(alive, key=lambda a: float(token_logprobs[a, step]))
+        token = int(tree.answer_tokens[best, step])
+        alive = [a for a in alive if int(tree.answer_tokens[a, step]) == token]
+        finished = [a for a in alive if not tree.real[a, step + 1 :].any()]
         if finished:
             return TRIPLES[finished[0]]
-        step += 1
+    raise AssertionError("every answer ends")  # unreachable: the loop runs to the longest answer's end
 
 
-def _log_softmax(logits: torch.Tensor, banned: list[int]) -> torch.Tensor:
-    """Log-probabilities in fp32 with the never-generated ids removed, as `generate`'s `suppress_tokens` does."""
+def _suppressed(logits: torch.Tensor, banned: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 logits with the never-generated ids removed (as `generate`'s `suppress_tokens`), and their log-normaliser."""
     logits = logits.float()
     logits[..., banned] = float("-inf")
-    return torch.log_softmax(logits, dim=-1)
+    return logits, torch.logsumexp(logits, dim=-1)
 
 
 @torch.inference_mode()
@@ -175,13 +196,12 @@ def score_batch(
     Positions follow `generate` (`cumsum(attention_mask) - 1`), so the logits are the ones greedy
     decoding sees. The tree step reuses the prefill's cache with an explicit 4D mask (transformers
     passes a 4D mask through unchanged); rows with fewer nodes are padded with nodes that see only
-    themselves.
+    themselves. Only the answers' tokens are gathered from the logits, never a copy of the vocabulary.
     """
     device, banned = model.device, inputs.never_generated(model.get_output_embeddings().weight.shape[0])
     mask = batch["attention_mask"]
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
     prefill = model(**batch, position_ids=positions, use_cache=True, logits_to_keep=1)
-    prompt_logprobs = _log_softmax(prefill.logits[:, -1], banned)
 
     rows, width = len(trees), max(len(tree.tokens) for tree in trees)
     prompt_length = mask.shape[1]
@@ -194,21 +214,17 @@ def score_batch(
         ids[row, :size] = torch.tensor(tree.tokens)
         node_positions[row, :size] = int(mask[row].sum()) - 1 + torch.tensor(tree.depths)
         allowed[row, 0, :size, :prompt_length] = mask[row].bool().cpu()
-        allowed[row, 0, :size, prompt_length : prompt_length + size] = tree.ancestry()
+        allowed[row, 0, :size, prompt_length : prompt_length + size] = tree.ancestry
     additive = torch.zeros(allowed.shape, dtype=model.dtype).masked_fill(~allowed, torch.finfo(model.dtype).min)
     step = model(input_ids=ids.to(device), position_ids=node_positions.to(device), attention_mask=additive.to(device),
                  cache=prefill.cache, use_cache=True)
-    node_logprobs = _log_softmax(step.logits, banned).cpu()
-    prompt_logprobs = prompt_logprobs.cpu()
 
+    # Line 0: the prompt's last position; line n + 1: node n.
+    logits, normaliser = _suppressed(torch.cat([prefill.logits[:, -1:], step.logits], dim=1), banned)
     scores = []
     for row, tree in enumerate(trees):
-        # One table per row: line 0 the prompt's last log-probs, line n + 1 those after node n.
-        table = torch.cat([prompt_logprobs[row : row + 1], node_logprobs[row]]).double()
-        length = max(len(path) for path in tree.paths)
-        lines = torch.tensor([[n + 1 for n, _ in path] + [0] * (length - len(path)) for path in tree.paths])
-        tokens = torch.tensor([[t for _, t in path] + [0] * (length - len(path)) for path in tree.paths])
-        real = torch.tensor([[True] * len(path) + [False] * (length - len(path)) for path in tree.paths])
-        answer_logprobs = torch.where(real, table[lines, tokens], 0.0).sum(1).numpy()
-        scores.append(LabelScores(answer_logprobs, _greedy(tree, node_logprobs[row], prompt_logprobs[row])))
+        lines, tokens = tree.lines.to(device), tree.answer_tokens.to(device)
+        token_logprobs = (logits[row, lines, tokens] - normaliser[row, lines]).double().cpu()
+        answer_logprobs = torch.where(tree.real, token_logprobs, 0.0).sum(1).numpy()
+        scores.append(LabelScores(answer_logprobs, _greedy(tree, token_logprobs)))
     return scores

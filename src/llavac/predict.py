@@ -20,7 +20,7 @@ from peft import PeftModel
 from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration
 
-from llavac.label_scores import AnswerTree, LabelScores, answer_continuations, score_batch
+from llavac.label_scores import AnswerTree, LabelScores, record_continuations, score_batch
 from llavac.labels import LABELS, TASKS
 from llavac.model.adapter_card import read_card
 from llavac.model.inputs import LlavaInputs, message, prompt_batch
@@ -116,10 +116,16 @@ def score_labels(
 ) -> list[LabelScores]:
     """The probability of every template answer for `records`, batched with left padding like `generate_answers`."""
     scores: list[LabelScores] = []
+    known, known_tree = None, None
     for chunk in tqdm(list(batches(records, batch_size)), desc="score labels", unit="batch"):
         batch = to_device(prompt_batch(inputs, chunk, image_folder), model)
         n_image = inputs.n_image_tokens(batch["pixel_values"])
-        trees = [AnswerTree.of(answer_continuations(inputs, message(record, "human"), n_image)) for record in chunk]
+        trees = []
+        for record in chunk:
+            continuations = record_continuations(inputs, message(record, "human"), n_image, known)
+            if continuations is not known:
+                known, known_tree = continuations, AnswerTree.of(continuations)
+            trees.append(known_tree)
         scores.extend(score_batch(model, inputs, batch, trees))
     return scores
 

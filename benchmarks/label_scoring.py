@@ -1,0 +1,108 @@
+"""Cost of scoring the 27 template answers against a prefill-only pass and against greedy generation.
+
+    python benchmarks/label_scoring.py [--adapter artifacts/adapters/1] [--split-dir artifacts/llava/1]
+        [--images artifacts/sample/MVSA_Single] [--batch 32] [--out benchmarks/results/label-scoring-cpu.json]
+
+Same pairs (the split's validation and test sets), same batch size, same loaded classifier (the
+pipeline's trained adapter, merged as the predict stage loads it). After one untimed warm-up of each
+path, `--rounds` rounds each run the three paths in turn; the medians are reported, in wall-clock
+seconds and in CPU seconds of this process (the latter is what to compare on a shared machine, where
+other jobs inflate the wall clock). Also records how the scores relate to generation:
+how many generated answers are one of the 27, and how often the template-constrained greedy answer
+and the most probable answer equal them. Run `dvc repro train` first. At 7B the same comparison is
+part of `benchmarks/gpu_throughput.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_throughput import prefill_only  # noqa: E402
+
+from llavac.label_scores import TRIPLES, AnswerTree, answer_continuations  # noqa: E402
+from llavac.model.inputs import message  # noqa: E402
+from llavac.predict import Evaluation, generate_answers, load_classifier, score_labels  # noqa: E402
+from llavac.prompt import answer  # noqa: E402
+
+
+def clocked(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Wall-clock and process CPU seconds of one call of `fn`, and its result."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapter", type=Path, default=Path("artifacts/adapters/1"))
+    parser.add_argument("--split-dir", type=Path, default=Path("artifacts/llava/1"), help="holds val.json and test.json")
+    parser.add_argument("--images", type=Path, default=Path("artifacts/sample/MVSA_Single"))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="as params.yaml's predict.max_new_tokens")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/label-scoring-cpu.json"))
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    records = [r for part in ("val", "test") for r in json.loads((args.split_dir / f"{part}.json").read_text())]
+    model, inputs = load_classifier(args.adapter, Evaluation("fp32", merge_lora=True))
+
+    paths = {
+        "prefill_only": lambda: prefill_only(model, inputs, records, args.images, args.batch),
+        "score_labels": lambda: score_labels(model, inputs, records, args.images, args.batch),
+        "generate": lambda: generate_answers(model, inputs, records, args.images, args.batch, args.max_new_tokens),
+    }
+    outputs = {name: fn() for name, fn in paths.items()}  # warm-up, and the answers compared below
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+    for _ in range(args.rounds):
+        for name, fn in paths.items():
+            wall, cpu, _ = clocked(fn)
+            times[name].append((wall, cpu))
+    median = {name: {"wall": statistics.median(w for w, _ in t), "cpu": statistics.median(c for _, c in t)}
+              for name, t in times.items()}
+    scores, generated = outputs["score_labels"], outputs["generate"]
+
+    n_image = inputs.n_image_tokens(inputs.pixel_values(records[:1], args.images))
+    prompt_tokens = [len(inputs.prompt_ids(message(r, "human"), n_image)) for r in records]
+    tree_tokens = [len(AnswerTree.of(answer_continuations(inputs, message(r, "human"), n_image)).tokens) for r in records]
+    template = {answer(*t) for t in TRIPLES}
+    valid = [(text.strip(), score) for text, score in zip(generated, scores, strict=True) if text.strip() in template]
+    results = {
+        "what": "prefill only vs score_labels (prefill + one tree step over the KV cache) vs generate_answers",
+        "adapter": str(args.adapter),
+        "pairs": len(records),
+        "batch": args.batch,
+        "device": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "rounds": args.rounds,
+        "median_seconds": {name: {k: round(v, 3) for k, v in m.items()} for name, m in median.items()},
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        **{f"{name}_cost_vs_prefill": {clock: round(median[name][clock] / median["prefill_only"][clock], 3)
+                                        for clock in ("wall", "cpu")} for name in ("score_labels", "generate")},
+        "mean_prompt_tokens": round(sum(prompt_tokens) / len(records), 1),
+        "tree_tokens_per_pair": sorted(set(tree_tokens)),
+        "generated_answers_in_template": len(valid),
+        "constrained_greedy_equals_generated": sum(answer(*s.greedy) == text for text, s in valid),
+        "most_probable_equals_generated": sum(answer(*s.best) == text for text, s in valid),
+        "mean_template_mass": round(sum(s.template_mass for s in scores) / len(scores), 4),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
