@@ -2,6 +2,7 @@
 
     python benchmarks/label_scoring.py [--adapter artifacts/adapters/1] [--split-dir artifacts/llava/1]
         [--images artifacts/sample/MVSA_Single] [--batch 32] [--out benchmarks/results/label-scoring-cpu.json]
+    python benchmarks/label_scoring.py --real-shaped --out benchmarks/results/label-scoring-real-shaped-cpu.json
 
 Same pairs (the split's validation and test sets), same batch size, same loaded classifier (the
 pipeline's trained adapter, merged as the predict stage loads it). After one untimed warm-up of each
@@ -9,8 +10,13 @@ path, `--rounds` rounds each run the three paths in turn; the medians are report
 seconds and in CPU seconds of this process (the latter is what to compare on a shared machine, where
 other jobs inflate the wall clock). Also records how the scores relate to generation:
 how many generated answers are one of the 27, and how often the template-constrained greedy answer
-and the most probable answer equal them. Run `dvc repro train` first. At 7B the same comparison is
-part of `benchmarks/gpu_throughput.py`.
+and the most probable answer equal them. Run `dvc repro train` first.
+
+The embedded default's prompt is short (~134 tokens: 16 image positions), so the tree step's 51
+tokens are a large share of it. `--real-shaped` times params.yaml's `models.tiny-llama` instead
+(untrained, random init): LLaVA-1.5's vocabulary and 576 image positions, so the token counts are
+the 7B model's at CPU size (its answers are noise, so only the timings mean something). At 7B the
+same comparison is part of `benchmarks/gpu_throughput.py`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,12 +35,15 @@ from typing import Any
 
 import torch
 import transformers
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_throughput import prefill_only  # noqa: E402
 
 from llavac.label_scores import TRIPLES, AnswerTree, answer_continuations  # noqa: E402
+from llavac.model.build import build_llava  # noqa: E402
 from llavac.model.inputs import message  # noqa: E402
+from llavac.model.loading import load_base, load_inputs  # noqa: E402
 from llavac.predict import Evaluation, generate_answers, load_classifier, score_labels  # noqa: E402
 from llavac.prompt import answer  # noqa: E402
 
@@ -53,11 +63,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=16, help="as params.yaml's predict.max_new_tokens")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--real-shaped", action="store_true", help="time an untrained models.tiny-llama instead")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/label-scoring-cpu.json"))
     args = parser.parse_args()
     torch.manual_seed(0)
     records = [r for part in ("val", "test") for r in json.loads((args.split_dir / f"{part}.json").read_text())]
-    model, inputs = load_classifier(args.adapter, Evaluation("fp32", merge_lora=True))
+    if args.real_shaped:
+        build = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["models"]["tiny-llama"]
+        base = str(build_llava(Path(tempfile.mkdtemp(prefix="llavac-bench-")) / "base", [], build["build"], seed=0))
+        model, inputs = load_base(base, "fp32").eval(), load_inputs(base)
+    else:
+        model, inputs = load_classifier(args.adapter, Evaluation("fp32", merge_lora=True))
 
     paths = {
         "prefill_only": lambda: prefill_only(model, inputs, records, args.images, args.batch),
@@ -81,7 +97,7 @@ def main() -> None:
     valid = [(text.strip(), score) for text, score in zip(generated, scores, strict=True) if text.strip() in template]
     results = {
         "what": "prefill only vs score_labels (prefill + one tree step over the KV cache) vs generate_answers",
-        "adapter": str(args.adapter),
+        "model": "untrained models.tiny-llama" if args.real_shaped else f"adapter {args.adapter}",
         "pairs": len(records),
         "batch": args.batch,
         "device": platform.processor() or platform.machine(),

@@ -35,15 +35,15 @@ def main() -> None:
              "merged into the base" if evaluation.merge_lora else "unmerged", mode)
     for adapter in numbered_dirs(args.adapters_dir, "train"):
         model, inputs = load_classifier(adapter, evaluation)
-        for part, mode, out in (("test", mode, args.out_dir / f"{adapter.name}.jsonl"),
-                                ("val", "score", args.out_dir / VALIDATION / f"{adapter.name}.jsonl")):
+        for part, part_mode, out in (("test", mode, args.out_dir / f"{adapter.name}.jsonl"),
+                                     ("val", "score", args.out_dir / VALIDATION / f"{adapter.name}.jsonl")):
             records = json.loads((args.llava_dir / adapter.name / f"{part}.json").read_text(encoding="utf-8"))
             rows = predict_records(model, inputs, records, args.image_folder, settings["batch_size"],
-                                   settings["max_new_tokens"], mode)
+                                   settings["max_new_tokens"], part_mode)
             write_jsonl(rows, out)
             unparsed = sum(row[f"pred_{task}"] is None for row in rows for task in TASKS)
-            log.info("split %s: %d %s pairs (%s), %d unparseable slots -> %s", adapter.name, len(rows), part, mode,
-                     unparsed, out)
+            log.info("split %s: %d %s pairs (%s), %d unparseable slots -> %s", adapter.name, len(rows), part,
+                     part_mode, unparsed, out)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,14 @@ def test_temperature_scaling_recovers_a_known_over_confidence():
     assert (tempered(over_confident, temperature).argmax(1) == over_confident.argmax(1)).all()
 
 
+def test_no_temperature_is_fitted_when_every_label_is_right():
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    right = pd.Series(["negative", "positive"])
+    assert fit_temperature(probs, right) == 1.0  # the NLL has no minimum: it falls all the way to T -> 0
+    one_wrong = pd.Series(["negative", "neutral"])
+    assert fit_temperature(probs, one_wrong) > 1.0  # a confident error: flatten
+
+
 def test_coverage_keeps_the_most_confident_pairs_first():
     rows = coverage_rows(np.array([0.7, 0.9, 0.6, 0.8]), np.array([True, True, True, False]))
     assert [r["coverage"] for r in rows] == [0.25, 0.5, 0.75, 1.0]

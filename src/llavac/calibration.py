@@ -49,7 +49,14 @@ def brier(probs: np.ndarray, gold: pd.Series) -> float:
 
 
 def fit_temperature(probs: np.ndarray, gold: pd.Series) -> float:
-    """The temperature that minimises the NLL of `gold` under `tempered(probs, T)` (searched on log T)."""
+    """The temperature that minimises the NLL of `gold` under `tempered(probs, T)` (searched on log T).
+
+    When the most probable label is right for every pair, the NLL keeps falling as T goes to 0: there
+    is no minimum, and no evidence of miscalibration either, so the probabilities are left as they are
+    (T = 1) rather than sharpened to the search bound.
+    """
+    if confidence_and_correct(probs, gold)[1].all():
+        return 1.0
     result = minimize_scalar(lambda log_t: nll(tempered(probs, float(np.exp(log_t))), gold),
                              bounds=LOG_TEMPERATURE_BOUNDS, method="bounded")
     return float(np.exp(result.x))
