@@ -17,7 +17,7 @@ from llavac.model.build import build_llava
 from llavac.model.inputs import IGNORE_INDEX, TrainingCollator, background_colour, pad_to_square
 from llavac.model.adapter_card import read_card
 from llavac.model.loading import load_base, load_inputs
-from llavac.predict import Evaluation, generate_answers, load_classifier, parse_answer, prediction_rows
+from llavac.predict import Evaluation, generate_answers, load_classifier, parse_answer, prediction_rows, score_labels
 from llavac.prompt import llava_record
 from llavac.train import PROJECTOR, Recipe, add_lora, gradient_accumulation, optimizer_groups, train_split
 
@@ -169,7 +169,7 @@ def test_batched_prediction_equals_one_at_a_time(adapter, world):
     single = generate_answers(model, inputs, records, world["images"], batch_size=1, max_new_tokens=8)
     assert batched == single
     assert len(set(batched)) > 1 or batched[0], "answers must be real generations"
-    rows = prediction_rows(records, batched)
+    rows = prediction_rows(records, batched, score_labels(model, inputs, records, world["images"], batch_size=8))
     assert [r["id"] for r in rows] == list(range(8))
     assert rows[0]["multimodal_label"] == "positive"
 

@@ -32,6 +32,7 @@ Triple = tuple[str, str, str]
 TRIPLES: tuple[Triple, ...] = tuple(itertools.product(LABELS, repeat=3))  # type: ignore[assignment]
 """Every (text, image, multimodal) answer, in a fixed order: the axis of every joint distribution."""
 
+
 def answer_continuations(inputs: LlavaInputs, human: str, n_image_tokens: int) -> list[list[int]]:
     """The ids each of the 27 answers adds after the prompt (``</s>`` included), in `TRIPLES` order.
 
@@ -63,7 +64,7 @@ def record_continuations(
     if known is not None:
         ids, _ = inputs.training_ids(human, answer(*TRIPLES[0]), n_image_tokens)
         cut = len(ids) - len(known[0])
-        if ids[cut:] == known[0] and ids[:cut] == inputs.prompt_ids(human, n_image_tokens):
+        if cut > 0 and ids[cut:] == known[0] and ids[:cut] == inputs.prompt_ids(human, n_image_tokens):
             return known
     return answer_continuations(inputs, human, n_image_tokens)
 
