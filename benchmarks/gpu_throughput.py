@@ -7,7 +7,8 @@ The llava-1.5-7b architecture is built with random weights by the project's `bui
 memory do not depend on weight values, and no weights can be downloaded). In one run, on one device:
 
 - predict: the project's batched `generate_answers`; the LLaVA repository's way, one pair at a time;
-  and one batched forward pass (prefill only), the ceiling for a classifier that emits a few tokens;
+  the project's `score_labels` (the 27 template answers' probabilities: prefill + one tree step); and
+  one batched forward pass (prefill only), the ceiling for a classifier that emits a few tokens;
 - train: the project's `train_split` (HF Trainer, LoRA, projector group, gradient checkpointing),
   under the `deepspeed` launcher with ZeRO-2 and ZeRO-3 when CUDA is present; and a plain PEFT loop
   (forward, backward, AdamW step) at the same batch.
@@ -39,7 +40,7 @@ from llavac.files import write_json
 from llavac.model.build import build_llava
 from llavac.model.inputs import TrainingCollator, prompt_batch
 from llavac.model.loading import load_base, load_inputs
-from llavac.predict import generate_answers, on_model
+from llavac.predict import generate_answers, score_labels, to_device
 from llavac.prompt import llava_record
 from llavac.params import Recipe
 from llavac.train import add_lora, optimizer_groups, train_split
@@ -108,24 +109,28 @@ def peak_gib() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
 
 
+@torch.inference_mode()
+def prefill_only(model: torch.nn.Module, inputs: Any, records: list[dict], folder: Path, batch: int) -> None:
+    """One batched forward pass over the prompts, last logits only: the floor for any classifier of these pairs."""
+    for start in range(0, len(records), batch):
+        model(**to_device(prompt_batch(inputs, records[start : start + batch], folder), model), logits_to_keep=1)
+
+
 def bench_predict(base: str, precision: str, records: list[dict], folder: Path, batch: int) -> dict[str, float]:
-    """Samples/s of one-at-a-time greedy decoding, of the project's batched path, and of prefill only."""
+    """Samples/s of one-at-a-time greedy decoding, of the project's batched path, of scoring the 27 template
+    answers (`score_labels`), and of prefill only."""
     reset_peak()
     model = load_base(base, precision).to("cuda" if torch.cuda.is_available() else "cpu").eval()
     inputs = load_inputs(base)
     singles = records[: max(4, batch // 8)]
     one_s, _ = timed(generate_answers, model, inputs, singles, folder, batch_size=1, max_new_tokens=8)
     batched_s, _ = timed(generate_answers, model, inputs, records, folder, batch_size=batch, max_new_tokens=8)
-
-    @torch.inference_mode()
-    def prefill() -> None:
-        for start in range(0, len(records), batch):
-            model(**on_model(prompt_batch(inputs, records[start : start + batch], folder), model), logits_to_keep=1)
-
-    prefill_s, _ = timed(prefill)
+    scoring_s, _ = timed(score_labels, model, inputs, records, folder, batch_size=batch)
+    prefill_s, _ = timed(prefill_only, model, inputs, records, folder, batch)
     return {
         "predict_one_at_a_time_samples_per_s": len(singles) / one_s,
         "predict_batched_samples_per_s": len(records) / batched_s,
+        "score_labels_samples_per_s": len(records) / scoring_s,
         "prefill_only_samples_per_s": len(records) / prefill_s,
         "predict_peak_gib": peak_gib(),
     }
@@ -145,7 +150,7 @@ def bench_plain_peft(base: str, recipe: Recipe, records: list[dict], folder: Pat
         model.enable_input_require_grads()
     optimizer = torch.optim.AdamW(optimizer_groups(model, recipe))
     batch = TrainingCollator(load_inputs(base), folder, recipe.model_max_length)(records[: recipe.per_device_batch_size])
-    batch = on_model(batch, model)
+    batch = to_device(batch, model)
 
     def step() -> None:
         model(**batch).loss.backward()
@@ -248,6 +253,8 @@ def main() -> None:
         results["predict_batched_samples_per_s"] / results["predict_one_at_a_time_samples_per_s"], 2)
     results["predict_fraction_of_prefill"] = round(
         results["predict_batched_samples_per_s"] / results["prefill_only_samples_per_s"], 3)
+    results["scoring_cost_vs_prefill"] = round(
+        results["prefill_only_samples_per_s"] / results["score_labels_samples_per_s"], 3)
     if "train_samples_per_s" in train:
         results["train_speedup_vs_plain"] = round(
             train["train_samples_per_s"] / results["train_plain_peft_samples_per_s"], 2)

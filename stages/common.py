@@ -82,14 +82,6 @@ def stage_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
-def numbered_dirs(parent: Path, produced_by: str) -> list[Path]:
-    """The split folders `1`, `2`, ... under `parent`, in numeric order; a clear error if there are none."""
-    dirs = sorted((d for d in parent.glob("*") if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
-    if not dirs:
-        sys.exit(f"error: no split folders under {parent}: run `dvc repro {produced_by}` first")
-    return dirs
-
-
 DISK_TROUBLE = {errno.ENOSPC: "the disk is full", errno.EROFS: "the folder is read-only", errno.EACCES: "permission denied",
                 errno.EDQUOT: "the disk quota is used up"}
 

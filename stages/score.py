@@ -1,62 +1,91 @@
-"""Stage `score`: predictions of every split -> metrics/scores.json and confusion plots.
+"""Stage `score`: predictions of every split -> metrics/scores.json, confusion and calibration plots.
 
-    python stages/score.py artifacts/predictions metrics/scores.json plots
+    python stages/score.py artifacts/predictions artifacts/predictions/val metrics/scores.json plots
+
+The label probabilities are calibrated with one temperature per label and split, fitted on the
+split's validation predictions and applied to its test predictions.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+from typing import Any
 
 from common import run, stage_logger
 
+from llavac.calibration import (
+    calibrate,
+    calibration_scores,
+    confidence_and_correct,
+    coverage_rows,
+    reliability_rows,
+)
 from llavac.files import write_json, write_text
 from llavac.labels import TASKS
-from llavac.metrics import confusion_rows, load_predictions, score_splits
-from llavac.plots import plot_confusion
+from llavac.metrics import confusion_rows, load_predictions, rounded, score_splits
+from llavac.plots import plot_confusion, plot_coverage, plot_reliability
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    """A DVC plot's data file: one row per line, small and readable in a git diff."""
+    write_text(path, "[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("predictions", type=Path, help="folder of <split>.jsonl files from the predict stage")
+    parser.add_argument("predictions", type=Path, help="folder of <split>.jsonl test predictions")
+    parser.add_argument("validation", type=Path, help="folder of <split>.jsonl validation predictions")
     parser.add_argument("scores", type=Path, help="metrics JSON to write")
-    parser.add_argument("plots", type=Path, help="folder for confusion/<task>.json and png/confusion_<task>.png")
+    parser.add_argument("plots", type=Path, help="folder for confusion/, calibration/, coverage/ and png/")
     args = parser.parse_args()
     log = stage_logger("score")
 
-    try:
-        splits = load_predictions(args.predictions)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    splits = load_predictions(args.predictions)
+    validation = load_predictions(args.validation)
+    temperatures, pooled = calibrate(splits, validation)
     n_pairs = sum(len(frame) for frame in splits.values())
-    log.info("loaded %d test pairs in %d split(s) from %s", n_pairs, len(splits), args.predictions)
+    n_val = sum(len(frame) for frame in validation.values())
+    log.info("loaded %d test and %d validation pairs in %d split(s)", n_pairs, n_val, len(splits))
 
     scores = score_splits(splits)
+    calibration = calibration_scores(validation, temperatures, pooled)
+    scores["calibration"] = rounded(
+        {**calibration, "temperatures": {str(k): t for k, t in temperatures.items()}}, digits=4)
     write_json(args.scores, scores)
     for task in TASKS:
+        c = calibration[task]
         log.info(
-            "%s: accuracy %.2f ± %.2f, weighted F1 %.2f ± %.2f, invalid %.2f%%",
-            task,
-            scores[task]["accuracy"],
-            scores[task]["accuracy_std"],
-            scores[task]["weighted_f1"],
-            scores[task]["weighted_f1_std"],
-            scores[task]["invalid_rate"],
+            "%s: accuracy %.2f ± %.2f, weighted F1 %.2f ± %.2f, invalid %.2f%%; test NLL %.3f -> %.3f, ECE %.1f%% -> %.1f%%",
+            task, scores[task]["accuracy"], scores[task]["accuracy_std"], scores[task]["weighted_f1"],
+            scores[task]["weighted_f1_std"], scores[task]["invalid_rate"], c["nll_before"], c["nll_after"],
+            c["ece_before"], c["ece_after"],
         )
     log.info("wrote %s", args.scores)
 
     for task in TASKS:
         rows = confusion_rows(splits, task)
-        rows_path = args.plots / "confusion" / f"{task}.json"
-        # one row per line: small, and readable in a git diff
-        write_text(rows_path, "[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")
-        png_path = args.plots / "png" / f"confusion_{task}.png"
+        write_rows(rows, args.plots / "confusion" / f"{task}.json")
         title = f"{task} label, {len(splits)} split(s): mean accuracy {scores[task]['accuracy']:.2f}%"
-        plot_confusion(rows, title, png_path)
-        log.info("wrote %s (%d rows) and %s", rows_path, len(rows), png_path)
+        plot_confusion(rows, title, args.plots / "png" / f"confusion_{task}.png")
+        log.info("wrote %s (%d rows) and png/confusion_%s.png", args.plots / "confusion" / f"{task}.json", len(rows), task)
+
+    coverage = {}
+    for task in TASKS:
+        before, after, gold = pooled[task]
+        curves = {name: reliability_rows(*confidence_and_correct(probs, gold))
+                  for name, probs in (("before", before), ("after", after))}
+        for name, rows in curves.items():
+            write_rows(rows, args.plots / "calibration" / f"{task}_{name}.json")
+        plot_reliability(curves, f"{task} label: reliability before/after temperature scaling",
+                         args.plots / "png" / f"reliability_{task}.png")
+        coverage[task] = coverage_rows(*confidence_and_correct(after, gold))
+        write_rows(coverage[task], args.plots / "coverage" / f"{task}.json")
+    plot_coverage(coverage, "Selective prediction: accuracy of the most confident pairs (calibrated)",
+                  args.plots / "png" / "coverage.png")
+    log.info("wrote reliability diagrams and accuracy-vs-coverage curves under %s", args.plots)
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, ValueError)

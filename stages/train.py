@@ -25,7 +25,7 @@ from llavac.llava_repo import (
     llava_train_command, train_split_llava_repo,
 )
 from llavac.model.loading import read_pointer
-from llavac.plots import plot_training_loss
+from llavac.curves import plot_training_loss
 from llavac.split_folders import split_folders
 from llavac.train import train_split
 

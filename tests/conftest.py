@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import random
 import runpy
 import sys
@@ -48,13 +49,17 @@ def run_stage(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str | None]:
 
 
 def _prediction_records(rng: random.Random, n: int, first_id: int) -> list[dict]:
-    """Records in the predict stage's format: mostly right, some wrong, some unparsed (null)."""
+    """Records in the predict stage's format: mostly right, some wrong, some unparsed (null), with
+    over-confident label probabilities that favour the gold label more often than not."""
     records = []
     for i in range(n):
         gold = {t: rng.choice(LABELS) for t in TASKS}
-        record = {"id": first_id + i, "raw": "...", "probs": {"text": [0.2, 0.3, 0.5]}}
+        record = {"id": first_id + i, "raw": "..."}
         for t in TASKS:
             record[f"{t}_label"] = gold[t]
+            logits = [rng.gauss(0, 3) + (4 * rng.random() if label == gold[t] else 0) for label in LABELS]
+            weights = [math.exp(z - max(logits)) for z in logits]
+            record[f"p_{t}"] = {label: w / sum(weights) for label, w in zip(LABELS, weights, strict=True)}
             roll = rng.random()
             record[f"pred_{t}"] = gold[t] if roll < 0.6 else None if roll < 0.75 else rng.choice(LABELS)
         records.append(record)

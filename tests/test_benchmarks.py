@@ -10,7 +10,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ("device", "predict_speedup_vs_one_at_a_time", "predict_fraction_of_prefill", "train_speedup_vs_plain",
             "train_peak_gib", "zero3_ok", "predict_one_at_a_time_samples_per_s", "predict_batched_samples_per_s",
-            "prefill_only_samples_per_s", "train_plain_peft_samples_per_s", "train_samples_per_s", "versions")
+            "prefill_only_samples_per_s", "train_plain_peft_samples_per_s", "train_samples_per_s", "versions",
+            "score_labels_samples_per_s", "scoring_cost_vs_prefill")
 
 
 @pytest.mark.slow
@@ -22,6 +23,7 @@ def test_gpu_benchmark_tiny_cpu_mode(tmp_path):
     results = json.loads(out.read_text())
     assert set(REQUIRED) <= set(results)
     for key in ("predict_one_at_a_time_samples_per_s", "predict_batched_samples_per_s", "prefill_only_samples_per_s",
+                "score_labels_samples_per_s",
                 "train_plain_peft_samples_per_s", "train_samples_per_s"):
         assert results[key] > 0, key
     assert results["tokens_per_sample"] > results["recipe"]["per_device_batch_size"] > 0

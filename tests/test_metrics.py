@@ -23,6 +23,7 @@ def predictions(tmp_path: Path, prediction_records, write_predictions) -> tuple[
     rng = random.Random(7)
     splits = {k: prediction_records(rng, 40 + k, 1000 * k) for k in (1, 2, 3)}
     write_predictions(tmp_path / "predictions", splits)
+    write_predictions(tmp_path / "predictions" / "val", {k: prediction_records(rng, 60, 1000 * k + 500) for k in splits})
     return tmp_path / "predictions", splits
 
 
@@ -113,6 +114,9 @@ def test_bad_predictions_are_reported(tmp_path, prediction_records):
     (tmp_path / "1.jsonl").write_text(json.dumps({**record, "pred_text": "happy"}) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"1\.jsonl:1: pred_text='happy'"):
         load_predictions(tmp_path)
+    (tmp_path / "1.jsonl").write_text(json.dumps({**record, "p_image": {"positive": 1.5}}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"1\.jsonl:1: p_image=.* is not a distribution"):
+        load_predictions(tmp_path)
     del record["image_label"]
     (tmp_path / "1.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match="missing keys"):
@@ -121,17 +125,26 @@ def test_bad_predictions_are_reported(tmp_path, prediction_records):
 
 def test_score_stage_writes_metrics_and_plots(predictions, tmp_path, run_stage):
     pred_dir, raw = predictions
-    assert run_stage(tmp_path, "score.py", pred_dir, "metrics/scores.json", "plots") is None
+    assert run_stage(tmp_path, "score.py", pred_dir, pred_dir / "val", "metrics/scores.json", "plots") is None
     scores = json.loads((tmp_path / "metrics" / "scores.json").read_text())
+    calibration = scores.pop("calibration")
     assert scores == score_splits(load_predictions(pred_dir))
+    assert sorted(calibration["temperatures"]) == ["1", "2", "3"]
     n_pairs = sum(len(r) for r in raw.values())
     for task in TASKS:
         rows = json.loads((tmp_path / "plots" / "confusion" / f"{task}.json").read_text())
         assert len(rows) == n_pairs
-        png = tmp_path / "plots" / "png" / f"confusion_{task}.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # the fixture is over-confident: calibration must lower the validation NLL it was fitted on
+        assert calibration[task]["validation_nll_after"] < calibration[task]["validation_nll_before"]
+        coverage = json.loads((tmp_path / "plots" / "coverage" / f"{task}.json").read_text())
+        assert len(coverage) == n_pairs and coverage[-1]["coverage"] == 1.0
+        for name in ("before", "after"):
+            reliability = json.loads((tmp_path / "plots" / "calibration" / f"{task}_{name}.json").read_text())
+            assert sum(row["pairs"] for row in reliability) == n_pairs
+        for png in (f"confusion_{task}.png", f"reliability_{task}.png", "coverage.png"):
+            assert (tmp_path / "plots" / "png" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_score_stage_without_predictions_names_the_command(tmp_path, run_stage):
-    message = run_stage(tmp_path, "score.py", "missing", "metrics/scores.json", "plots")
+    message = run_stage(tmp_path, "score.py", "missing", "missing/val", "metrics/scores.json", "plots")
     assert message.startswith("error:") and "dvc repro predict" in message

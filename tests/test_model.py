@@ -23,7 +23,7 @@ from llavac.model.inputs import IGNORE_INDEX, TrainingCollator, background_colou
 from llavac.model.adapter_card import read_card
 from llavac.model.loading import load_base, load_inputs
 from llavac.params import Evaluation, Recipe
-from llavac.predict import generate_answers, load_classifier, parse_answer, prediction_rows
+from llavac.predict import generate_answers, load_classifier, parse_answer, prediction_rows, score_labels
 from llavac.prompt import llava_record
 from llavac.train import PROJECTOR, add_lora, gradient_accumulation, optimizer_groups, train_split
 
@@ -239,7 +239,7 @@ def test_batched_prediction_equals_one_at_a_time(adapter, world):
     # Equal answers prove nothing if they are empty or echo the prompt: each must be new text only.
     assert all(answer.strip() for answer in batched), batched
     assert not any("ASSISTANT" in answer or "Consider the following" in answer for answer in batched), batched
-    rows = prediction_rows(records, batched)
+    rows = prediction_rows(records, batched, score_labels(model, inputs, records, world["images"], batch_size=8))
     assert [r["id"] for r in rows] == list(range(8))
     assert rows[0]["multimodal_label"] == "positive"
 

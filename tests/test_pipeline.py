@@ -69,7 +69,9 @@ def test_the_default_pipeline_learns_on_the_sample(repo_copy: Path):
         lines = (repo_copy / f"artifacts/predictions/{k}.jsonl").read_text().splitlines()
         predictions = [json.loads(line) for line in lines]
         assert [p["id"] for p in predictions] == test["id"].tolist()
-        assert {"raw", "pred_text", "pred_image", "pred_multimodal", "multimodal_label"} <= set(predictions[0])
+        assert {"raw", "pred_text", "pred_image", "pred_multimodal", "multimodal_label", "p_multimodal"} <= set(predictions[0])
+        validation = (repo_copy / f"artifacts/predictions/val/{k}.jsonl").read_text().splitlines()
+        assert len(validation) == len(pd.read_parquet(repo_copy / f"artifacts/splits/{k}/val.parquet"))
     scores = json.loads((repo_copy / "metrics/scores.json").read_text())
     assert scores["n_splits"] == 10 and scores["n_test_pairs"] == sum(map(len, tests))
     # The headline claim: the tiny model learns, beating the majority class (the share of the most
@@ -82,7 +84,9 @@ def test_the_default_pipeline_learns_on_the_sample(repo_copy: Path):
     vs_paper = json.loads((repo_copy / "metrics/vs_paper.json").read_text())
     assert vs_paper["multimodal"]["accuracy"]["paper"] == 76.24  # Table 1, the cheema protocol
     assert "synthetic sample" in (repo_copy / "reports/results.md").read_text()
-    for picture in ("plots/png/confusion_multimodal.png", "dvclive/training_loss.png"):
+    assert set(scores["calibration"]["temperatures"]) == {str(k) for k in range(1, 11)}
+    for picture in ("plots/png/confusion_multimodal.png", "plots/png/reliability_multimodal.png",
+                    "plots/png/coverage.png", "dvclive/training_loss.png"):
         assert (repo_copy / picture).stat().st_size > 1000
     assert all((repo_copy / f"artifacts/adapters/{k}/adapter_model.safetensors").is_file() for k in range(1, 11))
     status = run(["dvc", "status"], repo_copy)

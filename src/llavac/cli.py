@@ -1,7 +1,7 @@
 """`llavac`: the commands a researcher runs outside the DVC pipeline.
 
     llavac fetch-splits [cheema|random|zhang] [--dest data/splits]
-    llavac classify [--adapter artifacts/adapters/1] INPUT [--out predictions.jsonl]
+    llavac classify [--adapter artifacts/adapters/1] INPUT [--out predictions.jsonl] [--min-confidence 0.8]
     llavac classify --image tweet.jpg --text "what a day" [--adapter ...]
     llavac compare
     llavac paper-tags
@@ -29,7 +29,7 @@ class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
 
 def classify(
     adapter: Path, pairs: tuple[list[dict[str, Any]], Path], out: Path, batch_size: int, max_new_tokens: int,
-    precision: str | None,
+    precision: str | None, mode: str, min_confidence: float,
 ) -> tuple[int, int]:
     """Label every usable pair with a trained adapter; write one JSON line per input pair to `out`.
 
@@ -37,7 +37,8 @@ def classify(
     `error` instead of labels. The prompt's image position and the base model come from the adapter's
     card, so the inputs are built exactly as in training. The LoRA is merged as in LLaVA's
     evaluation; the precision is LLaVA's fp16 on a GPU and fp32 on a CPU unless `precision` says
-    otherwise. Returns (classified, skipped).
+    otherwise. Each line carries the label probabilities; a label whose probability is below
+    `min_confidence` is withheld. Returns (classified, skipped).
     """
     from llavac.model.adapter_card import read_card
     from llavac.new_pairs import InputError, problem
@@ -58,16 +59,16 @@ def classify(
     import torch
 
     from llavac.params import Evaluation
-    from llavac.predict import predict_records, write_jsonl
+    from llavac.predict import abstain_below, load_classifier, predict_records, write_jsonl
     from llavac.prompt import question_record
 
     evaluation = Evaluation(precision or ("fp16" if torch.cuda.is_available() else "fp32"), merge_lora=True)
     records = [question_record(row["id"], row["image"], row["text"], card.image_position) for row in usable]
-    predicted = iter(predict_records(adapter, records, image_folder, batch_size, max_new_tokens, evaluation))
-    write_jsonl(
-        [{**row, **(next(predicted) if not problems[row["row"]] else {"error": problems[row["row"]]})} for row in rows],
-        out,
-    )
+    model, inputs = load_classifier(adapter, evaluation)
+    predicted = iter(predict_records(model, inputs, records, image_folder, batch_size, max_new_tokens, mode))
+    labelled = (abstain_below(next(predicted), min_confidence) if not problems[row["row"]] else {"error": problems[row["row"]]}
+                for row in rows)
+    write_jsonl([{**row, **result} for row, result in zip(rows, labelled, strict=True)], out)
     return len(usable), len(rows) - len(usable)
 
 
@@ -94,6 +95,17 @@ def import_llava(source: Path, out: Path, base: str | None) -> str:
     return "llava-hf model"
 
 
+def probability(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability between 0 and 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     defaults = HelpWithDefaults
     parser = argparse.ArgumentParser(prog="llavac", description="LLaVAC: LLaVA-1.5 + LoRA multimodal sentiment")
@@ -117,6 +129,13 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--max-new-tokens", type=positive, default=16, help="generation budget per answer")
     run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
                      help="compute precision (default: fp16 on a GPU, as LLaVA evaluates; fp32 on a CPU)")
+    run.add_argument("--mode", choices=("score", "generate"), default="score",
+                     help="score (default): the most probable of the 27 valid answers, never unreadable; "
+                          "generate: the free greedy answer, parsed, as in the paper's evaluation")
+    run.add_argument("--min-confidence", type=probability, default=0.0, metavar="P",
+                     help="withhold (write null for) each label whose probability is below P, and list it under "
+                          "`abstained` (default 0: always answer). The probabilities are the model's own, "
+                          "not temperature-calibrated")
     commands.add_parser("compare", help="the workspace and each DVC experiment against the paper, one row each")
     commands.add_parser("paper-tags", help="tag paper-<protocol> commits holding the paper's numbers")
     port = commands.add_parser("import-llava", help="convert a LLaVA-repository LoRA run or model into this project's format")
@@ -139,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
             from llavac.new_pairs import one_pair, read_pairs
 
             pairs = read_pairs(args.input) if args.input else one_pair(args.image, args.text)
-            done, skipped = classify(args.adapter, pairs, args.out, args.batch_size, args.max_new_tokens, args.precision)
+            done, skipped = classify(args.adapter, pairs, args.out, args.batch_size, args.max_new_tokens, args.precision,
+                                     args.mode, args.min_confidence)
             print(f"classified {done} pairs, skipped {skipped} -> {args.out}")
         elif args.command == "compare":
             from llavac.experiments import compare_experiments

@@ -13,7 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 from dvclive import Live
+
+matplotlib.use("Agg")  # written to files, never shown; no display on servers
+
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 CURVES = ("loss", "learning_rate", "grad_norm", "epoch")
 """The per-step values of a Trainer log entry that are drawn (`dvclive/<K>/plots/metrics/<name>.tsv`)."""
@@ -42,3 +47,22 @@ def write_curves(history: Sequence[dict[str, Any]], live_dir: Path) -> None:
                 live.log_metric(name, float(entry[name]))
         live.make_summary()
     live.end()
+
+
+def plot_training_loss(histories: dict[str, Sequence[dict[str, Any]]], path: Path) -> None:
+    """A PNG of the training loss per optimizer step, one line per split, on a log scale.
+
+    The loss falls by an order of magnitude in the first steps; a linear axis would spend the
+    picture on them and flatten the rest of the run.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for split, history in histories.items():
+        steps = training_steps(history)
+        ax.plot([h["step"] for h in steps], [h["loss"] for h in steps], label=f"split {split}", linewidth=1)
+    ax.set_yscale("log")
+    ax.set(xlabel="optimizer step", ylabel="training loss (answer tokens, log scale)", title="LoRA fine-tuning")
+    ax.legend(fontsize="small", ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

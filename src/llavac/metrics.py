@@ -40,23 +40,25 @@ def _percent(x: float) -> float:
     return 100.0 * float(x)
 
 
-def _rounded(tree: Any) -> Any:
-    """Every float of a nested dict to 2 decimals: the precision of the paper's tables, short in `dvc metrics show`.
+def rounded(tree: Any, digits: int = 2) -> Any:
+    """Every float of a nested dict to `digits` decimals (2: the precision of the paper's tables), short in
+    `dvc metrics show`.
 
     Applied once, to the finished scores, so means and deltas are computed from unrounded values.
     """
     if isinstance(tree, dict):
-        return {key: _rounded(value) for key, value in tree.items()}
-    return round(tree, 2) if isinstance(tree, float) else tree
+        return {key: rounded(value, digits) for key, value in tree.items()}
+    return round(tree, digits) if isinstance(tree, float) else tree
 
 
 def _read_split(path: Path) -> pd.DataFrame:
-    """One predictions file as a frame with `id`, gold `<task>_label` and `pred_<task>` (None if unparsed).
+    """One predictions file as a frame with `id`, gold `<task>_label`, `pred_<task>` (None if unparsed) and the
+    `p_<task>` label probabilities.
 
     The file is our own predict stage's output, so a malformed record means that stage is broken;
     scoring around it would change the denominator silently, hence an error, not a skip.
     """
-    columns = ["id", *(f"{t}_label" for t in TASKS), *(f"pred_{t}" for t in TASKS)]
+    columns = ["id", *(f"{t}_label" for t in TASKS), *(f"pred_{t}" for t in TASKS), *(f"p_{t}" for t in TASKS)]
     records = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
@@ -77,6 +79,9 @@ def _read_split(path: Path) -> pd.DataFrame:
                     raise ValueError(
                         f"{where}: pred_{task}={record[f'pred_{task}']!r} is neither one of {LABELS} nor null"
                     )
+                probs = record[f"p_{task}"]
+                if not isinstance(probs, dict) or sorted(probs) != list(LABELS) or abs(sum(probs.values()) - 1) > 1e-6:
+                    raise ValueError(f"{where}: p_{task}={probs!r} is not a distribution over {LABELS}")
             records.append({c: record[c] for c in columns})
     if not records:
         raise ValueError(f"{path}: no predictions; re-run `dvc repro predict`")
@@ -95,7 +100,7 @@ def load_predictions(pred_dir: Path) -> dict[int, pd.DataFrame]:
     return {split_number(path): _read_split(path) for path in split_files(pred_dir, ".jsonl", "predict")}
 
 
-def answered(predictions: pd.Series) -> pd.Series:
+def invalid_as_label(predictions: pd.Series) -> pd.Series:
     """Predicted labels with every unparsed answer (null) replaced by INVALID."""
     return predictions.fillna(INVALID)
 
@@ -106,7 +111,7 @@ def task_scores(gold: pd.Series, predicted: pd.Series) -> dict[str, Any]:
     `labels=LABELS` keeps INVALID out of the averages as a class of its own while every gold pair
     stays in the support, so an unparsed answer costs exactly what a wrong label costs.
     """
-    y_pred = answered(predicted)
+    y_pred = invalid_as_label(predicted)
     precision, recall, f1, support = precision_recall_fscore_support(
         gold, y_pred, labels=list(LABELS), zero_division=0
     )
@@ -141,21 +146,21 @@ def score_splits(splits: Mapping[int, pd.DataFrame]) -> dict[str, Any]:
     total = sum(n_pairs.values())
     scores: dict[str, Any] = {"n_splits": len(splits), "n_test_pairs": total}
     for task in TASKS:
-        block: dict[str, Any] = {}
+        label_metrics: dict[str, Any] = {}
         for metric in SPLIT_METRICS:
             values = [s[task][metric] for s in per_split.values()]
-            block[metric], block[f"{metric}_std"] = float(np.mean(values)), _std(values)
+            label_metrics[metric], label_metrics[f"{metric}_std"] = float(np.mean(values)), _std(values)
         invalid = sum(int(frame[f"pred_{task}"].isna().sum()) for frame in splits.values())
-        block["invalid_rate"] = _percent(invalid / total)
+        label_metrics["invalid_rate"] = _percent(invalid / total)
         classes = [s[task]["per_class"] for s in per_split.values()]
-        block["per_class"] = {
+        label_metrics["per_class"] = {
             label: {
                 **{m: float(np.mean([c[label][m] for c in classes])) for m in PER_CLASS},
                 "support": sum(c[label]["support"] for c in classes),
             }
             for label in LABELS
         }
-        scores[task] = block
+        scores[task] = label_metrics
     scores["splits"] = {
         str(k): {
             "n_test_pairs": n_pairs[k],
@@ -163,13 +168,13 @@ def score_splits(splits: Mapping[int, pd.DataFrame]) -> dict[str, Any]:
         }
         for k, s in per_split.items()
     }
-    return _rounded(scores)
+    return rounded(scores)
 
 
 def confusion_rows(splits: Mapping[int, pd.DataFrame], task: str) -> list[dict[str, str]]:
     """Rows of DVC's `confusion` plot template over all splits, unparsed answers as INVALID."""
     rows = []
     for frame in splits.values():
-        for actual, predicted in zip(frame[f"{task}_label"], answered(frame[f"pred_{task}"]), strict=True):
+        for actual, predicted in zip(frame[f"{task}_label"], invalid_as_label(frame[f"pred_{task}"]), strict=True):
             rows.append({"actual": actual, "predicted": predicted})
     return rows

@@ -35,6 +35,7 @@ ImagePosition = Literal["front", "inline"]
 Precision = Literal["fp32", "bf16", "fp16"]
 TokenizerKind = Literal["trained", "llama"]
 Backend = Literal["hf", "llava-repo"]
+PredictMode = Literal["generate", "score"]
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
@@ -127,6 +128,7 @@ class Train(Section):
 
 
 class Predict(Section):
+    mode: PredictMode
     batch_size: PositiveInt
     max_new_tokens: PositiveInt
 

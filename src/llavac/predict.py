@@ -12,21 +12,26 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from peft import PeftModel
 from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration
 
+from llavac.files import write_text
+from llavac.label_scores import AnswerTree, LabelScores, record_continuations, score_batch
 from llavac.labels import LABELS, TASKS
 from llavac.model.adapter_card import read_card
-from llavac.model.inputs import LlavaInputs, prompt_batch
+from llavac.model.inputs import LlavaInputs, message, prompt_batch
 from llavac.model.loading import load_base, load_inputs
-from llavac.params import Evaluation
+from llavac.params import Evaluation, PredictMode
+from llavac.prompt import answer
 
 LABEL_WORD = re.compile(r"\b(" + "|".join(LABELS) + r")\b")
 SLOT_SEPARATOR = re.compile(r"[,;\n|/]")
+MODES: tuple[str, ...] = get_args(PredictMode)
+"""`generate`: the paper's free greedy answer, parsed; `score`: the most probable template answer."""
 
 
 def parse_answer(raw: str) -> tuple[str | None, str | None, str | None]:
@@ -66,7 +71,7 @@ def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def on_model(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def to_device(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """`batch` on the model's device, with pixel values in the model's dtype (bf16 at 7B)."""
     moved = {key: value.to(model.device) for key, value in batch.items()}
     moved["pixel_values"] = moved["pixel_values"].to(model.dtype)
@@ -86,7 +91,7 @@ def generate_answers(
     answers: list[str] = []
     banned = inputs.never_generated(model.get_output_embeddings().weight.shape[0])
     for chunk in tqdm(list(batches(records, batch_size)), desc="predict", unit="batch"):
-        batch = on_model(prompt_batch(inputs, chunk, image_folder), model)
+        batch = to_device(prompt_batch(inputs, chunk, image_folder), model)
         output = model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
                                 suppress_tokens=banned, pad_token_id=inputs.pad_id, eos_token_id=inputs.encoder.eos_id)
         new_tokens = output[:, batch["input_ids"].shape[1] :]
@@ -94,32 +99,74 @@ def generate_answers(
     return answers
 
 
+@torch.inference_mode()
+def score_labels(
+    model: PeftModel | LlavaForConditionalGeneration,
+    inputs: LlavaInputs,
+    records: Sequence[dict[str, Any]],
+    image_folder: Path,
+    batch_size: int,
+) -> list[LabelScores]:
+    """The probability of every template answer for `records`, batched with left padding like `generate_answers`."""
+    scores: list[LabelScores] = []
+    known, known_tree = None, None
+    for chunk in tqdm(list(batches(records, batch_size)), desc="score labels", unit="batch"):
+        batch = to_device(prompt_batch(inputs, chunk, image_folder), model)
+        n_image = inputs.n_image_tokens(batch["pixel_values"])
+        trees = []
+        for record in chunk:
+            continuations = record_continuations(inputs, message(record, "human"), n_image, known)
+            if continuations is not known:
+                known, known_tree = continuations, AnswerTree.of(continuations)
+            trees.append(known_tree)
+        scores.extend(score_batch(model, inputs, batch, trees))
+    return scores
+
+
 def predict_records(
-    adapter_dir: Path, records: Sequence[dict[str, Any]], image_folder: Path, batch_size: int, max_new_tokens: int,
-    evaluation: Evaluation,
+    model: PeftModel | LlavaForConditionalGeneration, inputs: LlavaInputs, records: Sequence[dict[str, Any]],
+    image_folder: Path, batch_size: int, max_new_tokens: int, mode: str,
 ) -> list[dict[str, Any]]:
-    """Prediction rows for `records` with the adapter in `adapter_dir` (its card names the base)."""
-    model, inputs = load_classifier(adapter_dir, evaluation)
-    return prediction_rows(records, generate_answers(model, inputs, records, image_folder, batch_size, max_new_tokens))
+    """Prediction rows for `records` with a classifier from `load_classifier`.
+
+    Every row carries the label probabilities. `mode` says where the labels come from: `generate`
+    parses the free greedy answer (the paper's protocol: an unreadable answer stays invalid);
+    `score` takes the most probable of the 27 template answers, which is never invalid.
+    """
+    if mode not in MODES:
+        raise ValueError(f"predict mode {mode!r} is not one of: {', '.join(MODES)}")
+    scores = score_labels(model, inputs, records, image_folder, batch_size)
+    if mode == "generate":
+        answers = generate_answers(model, inputs, records, image_folder, batch_size, max_new_tokens)
+    else:
+        answers = [answer(*score.best) for score in scores]
+    return prediction_rows(records, answers, scores)
+
+
+def abstain_below(row: dict[str, Any], min_confidence: float) -> dict[str, Any]:
+    """`row` with every label whose probability is below `min_confidence` withheld (null) and named in `abstained`."""
+    unsure = [t for t in TASKS if row[f"pred_{t}"] is not None and row[f"p_{t}"][row[f"pred_{t}"]] < min_confidence]
+    return {**row, **{f"pred_{t}": None for t in unsure}, "abstained": unsure}
 
 
 def write_jsonl(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """One JSON object per line, UTF-8 kept readable (tweets carry non-ASCII text)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    """One JSON object per line, UTF-8 kept readable (tweets carry non-ASCII text); written whole or not at all."""
+    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
-def prediction_rows(records: Sequence[dict[str, Any]], answers: Sequence[str]) -> list[dict[str, Any]]:
-    """One output row per pair: the raw answer, the parsed labels, and the gold labels where known."""
+def prediction_rows(
+    records: Sequence[dict[str, Any]], answers: Sequence[str], scores: Sequence[LabelScores]
+) -> list[dict[str, Any]]:
+    """One output row per pair: the raw answer, the parsed labels, the probabilities, the gold labels where known."""
     rows = []
-    for record, raw in zip(records, answers, strict=True):
+    for record, raw, score in zip(records, answers, scores, strict=True):
         parsed = dict(zip(TASKS, parse_answer(raw), strict=True))
         rows.append(
             {
                 "id": record["id"],
                 "raw": raw,
                 **{f"pred_{task}": parsed[task] for task in TASKS},
+                **score.row(),
                 **{f"{task}_label": record[f"{task}_label"] for task in TASKS if f"{task}_label" in record},
             }
         )
