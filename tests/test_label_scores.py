@@ -26,8 +26,8 @@ from llavac.predict import Evaluation, generate_answers, load_classifier, parse_
 from llavac.prompt import answer, llava_record
 from llavac.train import train_split
 
-SPLITTING = {**ARCHITECTURE, "vocab_size": 280, "text": {**ARCHITECTURE["text"], "max_position_embeddings": 1024}}
-"""So few BPE merges that `negative` and `neutral` are two tokens sharing ``Ġne`` and `positive` one."""
+SPLITTING = {**ARCHITECTURE, "vocab_size": 320, "text": {**ARCHITECTURE["text"], "max_position_embeddings": 1024}}
+"""So few BPE merges that the label words are several pieces each, `negative` and `neutral` sharing ``▁ne``."""
 COLOURS = {"negative": (20, 20, 160), "neutral": (128, 128, 128), "positive": (230, 200, 30)}
 WORDS = {"negative": "awful sad rain", "neutral": "meeting at noon", "positive": "lovely happy sun"}
 
@@ -62,7 +62,7 @@ def trained(pairs) -> dict:
     base = build_llava(root / "base", list(WORDS.values()) * 5, ARCHITECTURE, seed=0)
     recipe = replace(RECIPE, lora_r=16, lora_alpha=32, epochs=10, per_device_batch_size=8, global_batch_size=8)
     train_split(str(base), pairs["records"], pairs["images"], root / "adapter", root / "ckpt", root / "live", recipe,
-                seed=0, resume=False, image_position="front")
+                seed=0, image_position="front")
     model, inputs = load_classifier(root / "adapter", Evaluation("fp32", merge_lora=False))
     return {**pairs, "model": model, "inputs": inputs}
 
