@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("paper_json", type=Path, help="the paper's numbers in our schema (written)")
     parser.add_argument("vs_paper", type=Path, help="ours, paper and delta per metric (written)")
     parser.add_argument("report", type=Path, help="Markdown results table (written)")
-    parser.add_argument("data_json", type=Path, help="preprocess counts: valid pairs, and whether the data is synthetic")
+    parser.add_argument("data_json", type=Path, help="preprocess counts: valid pairs, whether the data is synthetic")
     args = parser.parse_args()
     log = stage_logger("compare")
     params = load_params()

@@ -130,7 +130,7 @@ def llama_sentencepiece() -> Path:
     return llama_tokenizer_model()
 
 
-REAL_SHAPED_TINY = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["models"]["tiny-llama"]
+REAL_SHAPED_TINY = yaml.safe_load((REPO / "params.yaml").read_text())["models"]["tiny-llama"]
 """params.yaml's real-shaped tiny model: LLaVA-1.5-7B's vocabulary and image positions at CPU size."""
 
 

@@ -51,7 +51,7 @@ def test_llava_record_shape():
     assert record["conversations"][0]["value"] == human_turn("so happy #sun", "front")
     assert record["conversations"][1]["value"] == "positive, neutral, positive"
     assert list(record) == ["id", "image", "conversations", "text_label", "image_label", "multimodal_label"]
-    assert (record["text_label"], record["image_label"], record["multimodal_label"]) == ("positive", "neutral", "positive")
+    assert [record[f"{task}_label"] for task in ("text", "image", "multimodal")] == ["positive", "neutral", "positive"]
 
 
 def test_a_pair_to_classify_is_the_training_record_without_the_answer():
