@@ -119,7 +119,7 @@ def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: 
         fp16=recipe.precision == "fp16",
         tf32=recipe.precision == "bf16" and torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),  # bf16 on a CPU (autocast) is refused without it
-        gradient_checkpointing=recipe.gradient_checkpointing,
+        activation_checkpointing=recipe.gradient_checkpointing,  # transformers 5's name for it
         deepspeed=recipe.deepspeed if use_deepspeed else None,
         seed=seed,
         data_seed=seed,
@@ -130,6 +130,7 @@ def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: 
         report_to="none",
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning needs a GPU to copy to
         disable_tqdm=False,
     )
 
