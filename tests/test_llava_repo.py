@@ -263,25 +263,16 @@ def test_import_refuses_lora_on_other_layers(llava_trained, world, tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"prompt.image_position": "inline"}, "always moves <image> to the front"),
-    ({"model": "llava-v15-7b", "models.llava-v15-7b.pretrained_llava": None}, "needs the model in LLaVA's format"),
+    ({"prompt__image_position": "inline"}, "always moves <image> to the front"),
+    ({"model": "llava-v15-7b", "models__llava-v15-7b__pretrained_llava": None}, "needs the model in LLaVA's format"),
 ])
 def test_the_train_stage_refuses_what_llava_repo_cannot_train(tmp_path, change, message):
     import sys
 
-    import yaml
-
+    from helpers import write_params
     from llavac.model.loading import write_pointer
 
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"]["backend"] = "llava-repo"
-    for dotted, value in change.items():
-        *parents, leaf = dotted.split(".")
-        node = params
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    params = write_params(tmp_path, train__backend="llava-repo", **change)
     block = params["models"][params["model"]]
     write_pointer(tmp_path / "base", block.get("pretrained", "base/llava-hf"), block.get("pretrained_llava", "base/llava"),
                   block.get("vision_tower", "base/llava/vision_tower"))
