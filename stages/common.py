@@ -9,7 +9,7 @@ before torch (or MKL, or oneDNN) has read its environment.
 from __future__ import annotations
 
 import errno
-import importlib.util
+import importlib.metadata
 import logging
 import os
 import platform
@@ -29,19 +29,22 @@ everywhere. A variable the user has already set is left alone.
 """
 
 
-def _stop_on_a_foreign_interpreter() -> None:
-    """Stop unless this python runs this checkout's `llavac`.
+def _use_this_checkout() -> None:
+    """Run this checkout's library, and stop on a python that lacks the project's dependencies.
 
-    DVC runs each stage with the `python` on PATH. Without the project's environment activated that is
-    the system one (which lacks the packages) or another environment (which may run another checkout's
-    code, or other library versions, silently); either way the stage stops here with what to do.
+    DVC runs each stage with the `python` on PATH. Without the project's environment activated that
+    is the system one, which lacks the packages: the stage stops here with what to do. The library is
+    put first on the path (for this process and the ones it starts: Spark's workers, the deepspeed
+    launcher's), so a stage runs the code of the checkout it belongs to even when the environment's
+    editable install points at another copy (`dvc exp run --temp` and queued experiments run in one).
     """
-    activate = "activate this checkout's environment first: `source .venv/bin/activate` (`make test` creates it)"
-    found = importlib.util.find_spec("llavac")
-    if found is None or found.origin is None:
-        sys.exit(f"error: {sys.executable} does not have the project installed; {activate}")
-    if not Path(found.origin).resolve().is_relative_to(CHECKOUT_SRC):
-        sys.exit(f"error: {sys.executable} imports llavac from {Path(found.origin).parent}, not from {CHECKOUT_SRC}; {activate}")
+    try:
+        importlib.metadata.distribution("llavac")
+    except importlib.metadata.PackageNotFoundError:
+        sys.exit(f"error: {sys.executable} does not have the project installed; activate this checkout's "
+                 "environment first: `source .venv/bin/activate` (`make test` or `make repro` creates it)")
+    sys.path.insert(0, str(CHECKOUT_SRC))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT_SRC), os.environ.get("PYTHONPATH")]))
 
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -61,7 +64,7 @@ def _pin_cpu_numerics() -> None:
         os.environ.setdefault(name, value)
 
 
-_stop_on_a_foreign_interpreter()
+_use_this_checkout()
 _pin_cpu_numerics()
 
 from llavac.params import Params, ParamsError  # noqa: E402  (after the check above, on purpose)

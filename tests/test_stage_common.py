@@ -26,13 +26,23 @@ def test_a_stage_runs_torch_on_one_thread_and_the_avx2_kernels_unless_told_other
     assert chosen.stdout.split()[0] == "DEFAULT"
 
 
-def test_a_stage_refuses_an_interpreter_without_this_checkout(tmp_path):
-    """A python that imports llavac from elsewhere (another clone's environment) is stopped, not used."""
+def test_a_stage_runs_its_own_checkouts_library_whatever_the_environment_points_at(tmp_path):
+    """`dvc exp run --temp` runs a copy of the repository with an environment installed from the original."""
     other = tmp_path / "src" / "llavac"
     other.mkdir(parents=True)
     (other / "__init__.py").write_text("")
-    done = subprocess.run([sys.executable, str(REPO / "stages" / "sample.py"), "out"], cwd=tmp_path,
-                          env=os.environ | {"PYTHONPATH": str(tmp_path / "src")}, capture_output=True, text=True)
+    probe = "import sys; sys.path.insert(0, 'stages'); import common, llavac, os; print(llavac.__file__, os.environ['PYTHONPATH'])"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=os.environ | {"PYTHONPATH": str(tmp_path / "src")},
+                          capture_output=True, text=True, check=True)
+    module, path = done.stdout.split()
+    assert module == str(REPO / "src" / "llavac" / "__init__.py")
+    assert path.split(os.pathsep)[0] == str(REPO / "src")  # and so do the processes it starts
+
+
+def test_a_stage_refuses_a_python_without_the_project(tmp_path):
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    done = subprocess.run([str(tmp_path / "bare" / "bin" / "python"), str(REPO / "stages" / "sample.py"), "out"],
+                          cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 1
-    assert f"imports llavac from {other}, not from {REPO / 'src'}" in done.stderr
-    assert "source .venv/bin/activate" in done.stderr and "Traceback" not in done.stderr
+    assert "does not have the project installed" in done.stderr and "source .venv/bin/activate" in done.stderr
+    assert "Traceback" not in done.stderr
