@@ -13,6 +13,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,10 +40,13 @@ def _use_this_checkout() -> None:
     editable install points at another copy (`dvc exp run --temp` and queued experiments run in one).
     """
     try:
-        importlib.metadata.distribution("llavac")
-    except importlib.metadata.PackageNotFoundError:
-        sys.exit(f"error: {sys.executable} does not have the project installed; activate this checkout's "
-                 "environment first: `source .venv/bin/activate` (`make test` or `make repro` creates it)")
+        required = [re.split(r"[ ;<>=!\[]", line, maxsplit=1)[0] for line in importlib.metadata.requires("llavac") or []
+                    if "extra ==" not in line]
+        for name in required:
+            importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError as missing:
+        sys.exit(f"error: {sys.executable} does not have the project installed (no {missing.name}); activate this "
+                 "checkout's environment first: `source .venv/bin/activate` (`make test` or `make repro` creates it)")
     sys.path.insert(0, str(CHECKOUT_SRC))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT_SRC), os.environ.get("PYTHONPATH")]))
 
