@@ -261,6 +261,16 @@ def test_parser_reads_odd_answers(raw, expected):
     assert parse_answer(raw) == expected
 
 
+def test_a_cpu_run_with_other_kernels_or_threads_is_another_run(monkeypatch):
+    from llavac.train import run_fingerprint
+
+    records = [{"id": 1}]
+    same = run_fingerprint("base", records, RECIPE, 0)
+    assert run_fingerprint("base", records, RECIPE, 0) == same
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 64)
+    assert run_fingerprint("base", records, RECIPE, 0) != same
+
+
 def test_checkpoints_of_another_run_are_discarded_on_resume(adapter, world):
     root = world["root"]
     other = world["records"][:4]  # different data: the split's old checkpoint must not be reused

@@ -136,9 +136,15 @@ def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: 
 
 
 def run_fingerprint(base: str, records: list[dict[str, Any]], recipe: Recipe, seed: int) -> str:
-    """A hash of everything that defines a split's training run, so a resume never mixes two runs."""
-    blob = json.dumps({"base": base, "records": records, "recipe": asdict(recipe), "seed": seed}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """A hash of everything that defines a split's training run, so a resume never mixes two runs.
+
+    On a CPU the kernels' instruction set and the thread count change the rounding, so they are part
+    of the run; on a GPU the CPU does no arithmetic that matters.
+    """
+    facts: dict[str, Any] = {"base": base, "records": records, "recipe": asdict(recipe), "seed": seed}
+    if not torch.cuda.is_available():
+        facts["cpu"] = [torch.backends.cpu.get_cpu_capability(), torch.get_num_threads()]
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
 def discard_foreign_checkpoints(checkpoint_dir: Path, fingerprint: str) -> None:
