@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, get_args
 
-from llavac.params import Protocol
+from llavac.params import Precision, PredictMode, Protocol
+
 PROTOCOLS = get_args(Protocol)
 
 
@@ -127,9 +128,9 @@ def main(argv: list[str] | None = None) -> None:
                      help="one JSON line per input pair: row, id, image, text, the labels (or an error)")
     run.add_argument("--batch-size", type=positive, default=32, help="pairs per forward pass")
     run.add_argument("--max-new-tokens", type=positive, default=16, help="generation budget per answer")
-    run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+    run.add_argument("--precision", choices=get_args(Precision), default=None,
                      help="compute precision (default: fp16 on a GPU, as LLaVA evaluates; fp32 on a CPU)")
-    run.add_argument("--mode", choices=("score", "generate"), default="score",
+    run.add_argument("--mode", choices=get_args(PredictMode), default="score",
                      help="score (default): the most probable of the 27 valid answers, never unreadable; "
                           "generate: the free greedy answer, parsed, as in the paper's evaluation")
     run.add_argument("--min-confidence", type=probability, default=0.0, metavar="P",

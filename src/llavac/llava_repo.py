@@ -23,6 +23,7 @@ import torch
 from peft import get_peft_model, set_peft_model_state_dict
 
 from llavac.curves import mean_loss, write_curves
+from llavac.files import folder_written_whole
 from llavac.model.adapter_card import card_for
 from llavac.model.loading import load_base, load_inputs, save_inputs
 from llavac.params import Recipe
@@ -161,13 +162,15 @@ def import_llava_lora(lora_dir: Path, base: str, out_dir: Path, image_position: 
     if result.unexpected_keys or untouched:
         raise ValueError(f"{lora_dir}: keys with no place in the llava-hf model {sorted(result.unexpected_keys)[:5]}; "
                          f"LoRA weights not in the checkpoint {sorted(untouched)[:5]}")
-    model.save_pretrained(str(out_dir))
-    save_inputs(load_inputs(base), out_dir)
+    inputs = load_inputs(base)
     llava_config = json.loads((lora_dir / "config.json").read_text())
-    card_for(
-        base, out_dir, image_position=image_position, tokenizer_rule="sentencepiece",
-        precision=LLAVA_DTYPES.get(llava_config.get("torch_dtype"), "fp32"), recipe=recipe,
-    ).write(out_dir)
+    with folder_written_whole(out_dir) as staging:  # as the hf backend's adapters: whole or not at all
+        model.save_pretrained(str(staging))
+        save_inputs(inputs, staging)
+        card_for(
+            base, out_dir, image_position=image_position, tokenizer_rule=inputs.encoder.rule,
+            precision=LLAVA_DTYPES.get(llava_config.get("torch_dtype"), "fp32"), recipe=recipe,
+        ).write(staging)
     return out_dir
 
 

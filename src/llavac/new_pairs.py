@@ -14,9 +14,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
-from llavac.data.mvsa import decode_text, text_drop_reason
+from llavac.data.mvsa import decode_text, inspect_image, text_drop_reason
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 FILE_KINDS = (".csv", ".jsonl", ".json")
@@ -93,9 +91,6 @@ def problem(row: dict[str, Any], folder: Path) -> str | None:
         return f"image {path}: {error.strerror}"
     if not stat.S_ISREG(mode):
         return f"image {path} is not a regular file"
-    try:
-        with Image.open(path) as image:
-            image.load()  # a truncated JPEG passes verify() and fails only when decoded
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        return f"image {path} is not a readable image ({error})"
+    if isinstance(decoded := inspect_image(path.read_bytes()), str):  # the preprocessing's own full decode
+        return f"image {path} is not a readable image ({decoded})"
     return None
