@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test compare java paper-tags benchmark clean-venv llava-env
+.PHONY: repro test compare experiments java paper-tags benchmark clean-venv llava-env
 
 # The LLaVA repository's own training code (train.backend: llava-repo) needs its own transformers 4.37:
 # a second venv, installed from a whole-environment pin file without the resolver. The train stage
@@ -32,8 +32,10 @@ java:
 	  exit 1; \
 	fi
 
+# paper-tags after the run, so `dvc metrics diff paper-<protocol>` works as soon as repro ends.
 repro: $(STAMP) java
 	dvc repro
+	llavac paper-tags
 	llavac compare
 
 test: $(STAMP) $(LLAVA_STAMP) java
@@ -43,8 +45,16 @@ test: $(STAMP) $(LLAVA_STAMP) java
 compare: $(STAMP)
 	llavac compare
 
+# Every experiment's few columns that say what it was and what it scored (`dvc exp show` alone
+# prints every metric of every split: hundreds of columns).
+EXPERIMENT_COLUMNS := Experiment|Created|protocol|^model|train.backend|predict.mode|seed|multimodal.accuracy$$|multimodal.weighted_f1$$|text.accuracy$$|image.accuracy$$
+experiments: $(STAMP)
+	dvc exp show --only-changed --drop '.*' --keep '$(EXPERIMENT_COLUMNS)' --md
+
+# Commits tagged paper-<protocol> whose metrics/scores.json holds the paper's numbers; `make repro`
+# runs it, run it again after a new commit (the tags point at a child of HEAD).
 paper-tags: $(STAMP)
-	python -m llavac.cli paper-tags
+	llavac paper-tags
 
 benchmark: $(STAMP) java
 	python benchmarks/preprocess_throughput.py

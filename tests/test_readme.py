@@ -1,12 +1,14 @@
-"""The README's shell commands run exactly as written, in order, on a fresh clone.
+"""The shell commands of the README and of docs/ run exactly as written, in order, on a fresh clone.
 
-Every fenced ```bash block is executed unless a command is listed in SKIPPED with the reason it
-cannot run here (real data, a GPU, the network beyond the package index, or this very suite).
+Every fenced ```bash block is executed, the README's first, then each docs/ page's in name order,
+unless a command is listed in SKIPPED with the reason it cannot run here (real data, a GPU, root,
+the network beyond the package index, or this very suite).
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -15,6 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 SKIPPED = {
+    "sudo ": "installs system packages as root",
+    'python -c "import torch; assert torch.cuda.is_available()': "needs a CUDA GPU",
     "make test": "runs the suite this test is part of",
     "pytest": "runs the suite this test is part of",
     "mkdir -p data && unzip": "needs the real MVSA-Single archive",
@@ -40,6 +44,12 @@ def readme_commands(readme: str) -> list[str]:
     return commands
 
 
+def documentation_commands() -> list[str]:
+    """The commands of README.md, then of every docs/*.md in name order."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    return [command for page in pages for command in readme_commands(page.read_text(encoding="utf-8"))]
+
+
 def skip_reason(command: str) -> str | None:
     return next((reason for prefix, reason in SKIPPED.items() if command.startswith(prefix)), None)
 
@@ -50,14 +60,14 @@ def test_readme_blocks_are_parsed_into_commands():
 
 
 @pytest.mark.slow
-def test_every_cpu_command_of_the_readme_runs_on_a_fresh_clone(tmp_path):
-    commands = readme_commands((REPO / "README.md").read_text(encoding="utf-8"))
+def test_every_cpu_command_of_the_readme_and_docs_runs_on_a_fresh_clone(tmp_path):
+    commands = documentation_commands()
     runnable = [c for c in commands if skip_reason(c) is None]
     assert "make repro" in runnable and len(runnable) >= 5, runnable
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
-    script = "set -euo pipefail\n" + "".join(f"echo '$ {c}' >&2\n{c}\n" for c in runnable)
+    script = "set -euo pipefail\n" + "".join(f"echo {shlex.quote('$ ' + c)} >&2\n{c}\n" for c in runnable)
     done = subprocess.run(["bash", "-c", script], cwd=clone, capture_output=True, text=True, timeout=3000)
-    assert done.returncode == 0, f"a README command failed:\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, f"a README or docs/ command failed:\n{done.stderr[-4000:]}"
     ran = [line[2:] for line in done.stderr.splitlines() if line.startswith("$ ")]
     assert ran == runnable
