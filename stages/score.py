@@ -16,10 +16,12 @@ from typing import Any
 from common import run, stage_logger
 
 from llavac.calibration import (
+    DIAGONAL_ROWS,
     calibrate,
     calibration_scores,
     confidence_and_correct,
     coverage_rows,
+    majority_share,
     reliability_rows,
 )
 from llavac.files import write_json, write_text
@@ -71,18 +73,21 @@ def main() -> None:
         plot_confusion(rows, title, args.plots / "png" / f"confusion_{task}.png")
         log.info("wrote %s (%d rows) and png/confusion_%s.png", args.plots / "confusion" / f"{task}.json", len(rows), task)
 
-    coverage = {}
+    coverage, majority = {}, {}
+    write_rows(DIAGONAL_ROWS, args.plots / "calibration" / "diagonal.json")
     for task in TASKS:
         before, after, gold = pooled[task]
         curves = {name: reliability_rows(*confidence_and_correct(probs, gold))
                   for name, probs in (("before", before), ("after", after))}
         for name, rows in curves.items():
             write_rows(rows, args.plots / "calibration" / f"{task}_{name}.json")
-        plot_reliability(curves, f"{task} label: reliability before/after temperature scaling",
+        plot_reliability({f"{name} temperature scaling": rows for name, rows in curves.items()},
+                         f"{task} label: reliability of the pooled test pairs",
                          args.plots / "png" / f"reliability_{task}.png")
         coverage[task] = coverage_rows(*confidence_and_correct(after, gold))
+        majority[task] = majority_share(gold)
         write_rows(coverage[task], args.plots / "coverage" / f"{task}.json")
-    plot_coverage(coverage, "Selective prediction: accuracy of the most confident pairs (calibrated)",
+    plot_coverage(coverage, majority, "Selective prediction: accuracy of the most confident pairs (calibrated)",
                   args.plots / "png" / "coverage.png")
     log.info("wrote reliability diagrams and accuracy-vs-coverage curves under %s", args.plots)
 

@@ -14,6 +14,7 @@ from llavac.calibration import (
     coverage_rows,
     expected_calibration_error,
     fit_temperature,
+    majority_share,
     nll,
     reliability_rows,
     tempered,
@@ -73,6 +74,10 @@ def test_coverage_keeps_the_most_confident_pairs_first():
     rows = coverage_rows(np.array([0.7, 0.9, 0.6, 0.8]), np.array([True, True, True, False]))
     assert [r["coverage"] for r in rows] == [0.25, 0.5, 0.75, 1.0]
     assert [r["accuracy"] for r in rows] == [1.0, 0.5, pytest.approx(2 / 3), 0.75]
+
+
+def test_the_majority_share_is_the_accuracy_of_always_answering_the_most_frequent_label():
+    assert majority_share(pd.Series(["neutral", "positive", "neutral", "negative", "neutral"])) == 0.6
 
 
 def test_a_split_without_validation_predictions_names_the_stage():

@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 FIGURE = re.compile(r"\[(?P<shown>[-+]?\d[\d,]*(?:\.\d+)?)\]\((?P<file>[^)\s#]+)#(?P<keys>[^)\s]+)\)")
 """A number as link text, linking to a file with a key path: `[82.05](metrics/scores.json#text.accuracy)`."""
+CODE = re.compile(r"^ *```.*?^ *```|`[^`\n]*`", flags=re.MULTILINE | re.DOTALL)
+"""Fenced code blocks and inline code spans."""
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,14 @@ def documentation() -> list[Path]:
 
 
 def figures_in(markdown: Path, text: str) -> list[Figure]:
-    """Every figure of `text` (the content of `markdown`), its file resolved against `markdown`'s folder."""
+    """Every figure of `text` (the content of `markdown`), its file resolved against `markdown`'s folder.
+
+    Code (fenced blocks and `inline spans`) is not prose: a link written there is an example.
+    """
+    prose = CODE.sub("", text)
     return [
         Figure(markdown, m["shown"], (markdown.parent / m["file"]).resolve(), m["keys"])
-        for m in FIGURE.finditer(text)
+        for m in FIGURE.finditer(prose)
     ]
 
 
@@ -88,7 +94,8 @@ def problems(figure: Figure, committed: set[Path]) -> str | None:
 def test_the_convention_is_parsed():
     markdown = REPO / "docs" / "page.md"
     found = figures_in(markdown, "accuracy [81.79](../metrics/scores.json#multimodal.accuracy) ± 4.93, "
-                                 "[1,000](../b.json#results.0.pairs) rows, a [link](x.md#anchor), [3](y.md)")
+                                 "[1,000](../b.json#results.0.pairs) rows, a [link](x.md#anchor), [3](y.md), "
+                                 "`[4](../c.json#example)`\n```\n[5](../c.json#block)\n```\n")
     assert [(f.shown, f.file, f.keys) for f in found] == [
         ("81.79", REPO / "metrics" / "scores.json", "multimodal.accuracy"),
         ("1,000", REPO / "b.json", "results.0.pairs"),
@@ -97,7 +104,7 @@ def test_the_convention_is_parsed():
 
 def test_a_figure_agrees_only_within_the_rounding_of_its_last_digit():
     assert agrees("8.79", 8.785) and agrees("17.90", 17.8974) and agrees("0.5550", 0.555) and agrees("1,000", 1000)
-    assert not agrees("8.79", 8.7949) and not agrees("81.8", 81.74) and not agrees("1", "1") and not agrees("1", True)
+    assert not agrees("8.79", 8.7951) and not agrees("81.8", 81.74) and not agrees("1", "1") and not agrees("1", True)
 
 
 def test_key_paths_walk_dicts_and_lists(tmp_path):

@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from llavac.labels import LABELS, TASKS
 from llavac.metrics import INVALID, confusion_rows, load_predictions, score_splits, task_scores
+
+REPO = Path(__file__).resolve().parents[1]
 
 ROUNDING = 0.005 + 1e-9
 """scores.json keeps 2 decimals."""
@@ -143,6 +146,11 @@ def test_score_stage_writes_metrics_and_plots(predictions, tmp_path, run_stage):
             assert sum(row["pairs"] for row in reliability) == n_pairs
         for png in (f"confusion_{task}.png", f"reliability_{task}.png", "coverage.png"):
             assert (tmp_path / "plots" / "png" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every data file dvc.yaml's top-level plots draw from the score stage's folders is written
+    dvc_plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    drawn = {file for plot in dvc_plots for spec in plot.values() if isinstance(spec.get("y"), dict) for file in spec["y"]}
+    assert {"plots/calibration/diagonal.json", "plots/coverage/text.json"} <= drawn
+    assert [f for f in drawn if f.startswith("plots/") and not (tmp_path / f).is_file()] == []
 
 
 def test_score_stage_without_predictions_names_the_command(tmp_path, run_stage):

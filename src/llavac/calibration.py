@@ -101,6 +101,15 @@ def coverage_rows(confidence: np.ndarray, correct: np.ndarray) -> list[dict[str,
     return [{"coverage": (k + 1) / n, "accuracy": float(kept_correct[k] / (k + 1))} for k in range(n)]
 
 
+def majority_share(gold: pd.Series) -> float:
+    """The share of the most frequent gold label: the accuracy of always answering it (a fraction)."""
+    return float(gold.value_counts(normalize=True).max())
+
+
+DIAGONAL_ROWS: list[dict[str, float]] = [{"confidence": 0.0, "accuracy": 0.0}, {"confidence": 1.0, "accuracy": 1.0}]
+"""A perfectly calibrated model's reliability curve, as a plot data file DVC's plots can draw."""
+
+
 def calibrate(
     test: Mapping[int, pd.DataFrame], validation: Mapping[int, pd.DataFrame]
 ) -> tuple[dict[int, dict[str, float]], dict[str, tuple[np.ndarray, np.ndarray, pd.Series]]]:

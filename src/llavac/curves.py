@@ -50,18 +50,27 @@ def write_curves(history: Sequence[dict[str, Any]], live_dir: Path) -> None:
 
 
 def plot_training_loss(histories: dict[str, Sequence[dict[str, Any]]], path: Path) -> None:
-    """A PNG of the training loss per optimizer step, one line per split, on a log scale.
+    """A PNG of the training loss per optimizer step over all splits: the mean, and the band from the
+    lowest to the highest split, on a log scale.
 
-    The loss falls by an order of magnitude in the first steps; a linear axis would spend the
-    picture on them and flatten the rest of the run.
+    Ten overlapping lines cannot be told apart; the band shows how far the splits spread and a
+    diverging split stands out as its edge. The loss falls by an order of magnitude in the first
+    steps; a linear axis would spend the picture on them and flatten the rest of the run.
     """
+    by_step: dict[int, list[float]] = {}
+    for history in histories.values():
+        for entry in training_steps(history):
+            by_step.setdefault(int(entry["step"]), []).append(float(entry["loss"]))
+    steps = sorted(by_step)
     fig, ax = plt.subplots(figsize=(7, 4))
-    for split, history in histories.items():
-        steps = training_steps(history)
-        ax.plot([h["step"] for h in steps], [h["loss"] for h in steps], label=f"split {split}", linewidth=1)
+    ax.fill_between(steps, [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps], alpha=0.3,
+                    linewidth=0, label=f"lowest to highest split ({len(histories)} in all)")
+    ax.plot(steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], linewidth=1.2, label="mean over splits")
     ax.set_yscale("log")
-    ax.set(xlabel="optimizer step", ylabel="training loss (answer tokens, log scale)", title="LoRA fine-tuning")
-    ax.legend(fontsize="small", ncol=2)
+    ax.set(xlabel="optimizer step", ylabel="training loss (answer tokens, log scale)",
+           title="LoRA fine-tuning: training loss of every split")
+    ax.title.set_fontsize(10)
+    ax.legend(fontsize="small")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
