@@ -54,8 +54,10 @@ def plot_reliability(curves: dict[str, list[dict[str, float]]], title: str, path
     """
     fig, ax = plt.subplots(figsize=(5.5, 6.2))
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="calibrated (diagonal)")
-    area_per_pair = 600 / max(r["pairs"] for rows in curves.values() for r in rows)
-    for (name, rows), color in zip(curves.items(), ("tab:blue", "tab:orange", "tab:green"), strict=False):
+    largest = max(r["pairs"] for rows in curves.values() for r in rows)
+    area_per_pair = 600 / largest
+    for i, (name, rows) in enumerate(curves.items()):
+        color = f"C{i}"
         dense = [r for r in rows if r["pairs"] >= SPARSE_BIN_PAIRS]
         sparse = [r for r in rows if r["pairs"] < SPARSE_BIN_PAIRS]
         ax.plot([r["confidence"] for r in dense], [r["accuracy"] for r in dense], color=color, linewidth=1.2,
@@ -68,8 +70,7 @@ def plot_reliability(curves: dict[str, list[dict[str, float]]], title: str, path
                label=f"bin with < {SPARSE_BIN_PAIRS} pairs (not joined)")
     ax.set(xlim=(0, 1.04), ylim=(-0.03, 1.04), xlabel="confidence (mean top-label probability in the bin)",
            ylabel="accuracy in the bin")
-    ax.set_title(f"{title}\nmarker area = number of pairs in the bin (largest: "
-                 f"{max(r['pairs'] for rows in curves.values() for r in rows)})", fontsize=10)
+    ax.set_title(f"{title}\nmarker area = number of pairs in the bin (largest: {largest})", fontsize=10)
     ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)  # below: hides no bin
     _save(fig, path)
 
