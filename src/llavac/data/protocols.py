@@ -3,7 +3,7 @@
 ``cheema`` (Cheema et al. 2021: 10 stratified folds, each with a stratified val), ``random`` (one
 stratified 8:1:1 split; CLMLF's published instance) and ``zhang`` (QMF: only pairs whose text and
 image labels agree, about 60/20/20). The sizes each procedure gives on the 4511 real pairs are the
-published ones (README, "Protocols"; ``llavac.data.fetch`` pins the published files by commit and SHA-256).
+published ones (docs/design.md, "Protocols"; ``llavac.data.fetch`` pins the published files by commit and SHA-256).
 
 The generated splits serve data the published files do not describe (the embedded sample, a
 re-annotated corpus); ``llavac.data.official`` reads the published files into the same :class:`Split`.
