@@ -405,7 +405,7 @@ def test_stage_names_allowed_values_and_the_fetch_command(tmp_path, run_stage):
     assert "protocol='kfold': Input should be 'cheema', 'random' or 'zhang'" in split_stage(*args, protocol="kfold")
     assert "splits.source='published': Input should be 'generated' or 'official'" in split_stage(*args, source="published")
     missing = split_stage(*args, protocol="zhang", source="official")
-    assert missing.startswith("error: the official zhang split files are missing")
+    assert missing.startswith("error: the official zhang split files of mvsa-single are missing")
     assert "llavac fetch-splits zhang" in missing
 
 
