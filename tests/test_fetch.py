@@ -129,3 +129,45 @@ def test_all_protocols_when_none_is_named(tmp_path, monkeypatch):
 def test_an_unknown_protocol_names_the_choices(tmp_path):
     with pytest.raises(ValueError, match="unknown split protocol 'kfold'; choose one of: cheema, random, zhang"):
         fetch_splits("kfold", tmp_path)
+
+
+# --- MVSA-Multiple ---------------------------------------------------------------------------------
+
+
+def test_mvsa_multiple_files_are_pinned_to_the_same_commits_in_their_own_folders():
+    multiple = OFFICIAL_FILES["mvsa-multiple"]
+    assert {protocol: len(files) for protocol, files in multiple.items()} == {"cheema": 31, "random": 3}
+    cheema = {official.dest: official for official in multiple["cheema"]}
+    assert cheema["cheema/valid_pairlist.txt"].url() == (
+        "https://raw.githubusercontent.com/cleopatra-itn/fair_multimodal_sentiment/"
+        "554000945e3ecf084c213c3948773614ee49ef08/data/mvsa_multiple/valid_pairlist.txt"
+    )
+    assert cheema["cheema/valid_pairlist.txt"].sha256 == "dd7e8e6569c89d325b3d9c282c12f3900eebbc3bdb5c0579abeee2786cc88e5d"
+    assert cheema["cheema/test_10.txt"].sha256 == "d51ece1edec9319a4fdc9bdf3a4b61231776670db03226280e8b2fcd7b974dff"
+    assert [(f.dest, f.url()) for f in multiple["random"]][2] == (
+        "random/test.json",
+        "https://raw.githubusercontent.com/Link-Li/CLMLF/2402ef6211f2f67fe73754bbfa2d1279b5400772/"
+        "dataset/data/MVSA-multiple/10-flod-1/test.json",
+    )
+    single = {official.sha256 for files in OFFICIAL_FILES["mvsa-single"].values() for official in files}
+    both = [official.sha256 for files in multiple.values() for official in files]
+    assert len(set(both)) == 34 and not single & set(both)
+
+
+def test_fetching_mvsa_multiple_takes_its_own_files(tmp_path, monkeypatch):
+    upstream, dest = tmp_path / "upstream", tmp_path / "splits-mvsa-multiple"
+    for protocol in ("cheema", "random"):
+        data = f"multiple {protocol}".encode()
+        official = OfficialFile(f"owner/{protocol}/0123/mvsa_multiple.txt", f"{protocol}/file.txt", sha256(data))
+        publish(upstream, official, data)
+        monkeypatch.setitem(fetch.OFFICIAL_FILES["mvsa-multiple"], protocol, [official])
+    paths = fetch_splits(None, dest, base_url=mirror(upstream), dataset="mvsa-multiple")
+    assert [path.read_text() for path in paths] == ["multiple cheema", "multiple random"]
+
+
+def test_qmf_publishes_no_mvsa_multiple_split_and_fetch_says_what_to_do(tmp_path):
+    with pytest.raises(ValueError, match=r"zhang has no published split of mvsa-multiple.*splits.source=generated"):
+        fetch_splits("zhang", tmp_path, dataset="mvsa-multiple")
+    with pytest.raises(ValueError, match="unknown dataset 'twitter15'"):
+        fetch_splits(None, tmp_path, dataset="twitter15")
+    assert list(tmp_path.iterdir()) == []
