@@ -15,6 +15,7 @@ import pytest
 
 from helpers import write_params
 from llavac.data import mvsa
+from llavac.data.official import official_splits
 from llavac.data.preprocess import preprocess
 from llavac.data.sample import SAMPLE_FOLDER, write_sample
 from llavac.new_pairs import problem, read_pairs
@@ -240,3 +241,29 @@ def test_stage_refuses_a_folder_of_the_other_dataset(tmp_path: Path, run_stage, 
     write_params(tmp_path, dataset="mvsa-multiple")
     message = run_stage(tmp_path, "preprocess.py", raw_dir, "p.parquet", "m.json")
     assert message.startswith("error: ") and "expects 3 (mvsa-multiple)" in message and "data.raw_dir" in message
+
+
+def test_official_cheema_files_of_mvsa_multiple_meet_our_majority_labels(tmp_path: Path, spark, write_mvsa, jpeg) -> None:
+    """Cheema's MVSA-Multiple format (codes 0 neutral / 1 positive / 2 negative, row indices) read
+    against the pairs of a three-annotator folder: the published memberships, no mismatch."""
+    raw_dir, labels, _ = _multiple_folder(tmp_path / "MVSA_Multiple", write_mvsa, jpeg)
+    preprocess(spark, raw_dir, tmp_path / "pairs.parquet", "mvsa-multiple")
+    pairs = pd.read_parquet(tmp_path / "pairs.parquet")
+    # What the authors' pair list states for the kept ids, written out by hand from the lines above.
+    published = [(1, 1, 1, 1), (2, 2, 0, 2), (3, 0, 0, 0), (11, 2, 2, 0)]  # id, multimodal, text, image
+    folder = tmp_path / "splits" / "cheema"
+    folder.mkdir(parents=True)
+    (folder / "valid_pairlist.txt").write_text("".join(",".join(map(str, row)) + "\n" for row in published))
+    for number in range(1, 11):
+        test_row = (number - 1) % 4
+        for part, rows in {"test": [test_row], "val": [(test_row + 1) % 4], "train": [(test_row + 2) % 4, (test_row + 3) % 4]}.items():
+            (folder / f"{part}_{number}.txt").write_text("".join(f"{row}\n" for row in rows))
+    splits, mismatches = official_splits(pairs, "cheema", tmp_path / "splits", "mvsa-multiple")
+    assert mismatches == []
+    assert splits[0].test["id"].tolist() == [1] and splits[0].val["id"].tolist() == [2]
+    assert splits[0].train["id"].tolist() == [3, 11]
+    assert sorted(i for split in splits[:4] for i in split.test["id"]) == [1, 2, 3, 11]
+    published[1] = (2, 2, 1, 2)  # an author's text label that our majority (neutral) does not give
+    (folder / "valid_pairlist.txt").write_text("".join(",".join(map(str, row)) + "\n" for row in published))
+    _, mismatches = official_splits(pairs, "cheema", tmp_path / "splits", "mvsa-multiple")
+    assert [(m.id, m.problem) for m in mismatches] == [(2, "text_label: published positive, ours neutral")]
