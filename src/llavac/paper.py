@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from llavac.data.mvsa import DATASET_NAMES
 from llavac.files import json_text
 from llavac.labels import TASKS
 
@@ -31,7 +32,6 @@ PAPER_METRICS: tuple[str, ...] = ("accuracy", "weighted_f1")
 """What the tables report, both of the multimodal label."""
 PAPER_DATASET = "mvsa-single"
 """The dataset of the paper's own tables, and of a row that names none."""
-DATASET_NAMES: dict[str, str] = {"mvsa-single": "MVSA-Single", "mvsa-multiple": "MVSA-Multiple"}
 REPORT_METRICS: tuple[str, ...] = ("accuracy", "weighted_f1", "macro_f1")
 """Columns of the report's per-label table; each has a `<metric>_std` in scores.json."""
 

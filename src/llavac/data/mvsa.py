@@ -32,7 +32,9 @@ LABEL_HEADER = "ID\ttext,image"
 ANNOTATORS: dict[str, int] = {"mvsa-single": 1, "mvsa-multiple": 3}
 """Annotations (``<text label>,<image label>``) per label line, by the ``dataset`` param's value."""
 RAW_FOLDERS: dict[str, str] = {"mvsa-single": "MVSA_Single", "mvsa-multiple": "MVSA_Multiple"}
-"""The folder each dataset is unpacked into (and the embedded sample's folder name)."""
+"""The folder each dataset is usually unpacked into (what the preprocess stage suggests for ``data.raw_dir``)."""
+DATASET_NAMES: dict[str, str] = {"mvsa-single": "MVSA-Single", "mvsa-multiple": "MVSA-Multiple"}
+"""How reports and messages name each dataset."""
 SYNTHETIC_MARKER = "SYNTHETIC.json"
 """Written by the ``sample`` stage beside the label file; the real dataset has no such file. The data
 says what it is: preprocessing records it in metrics/data.json, and the report takes it from there."""

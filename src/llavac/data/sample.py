@@ -100,7 +100,6 @@ SPLITS_README = (
 SAMPLE_FOLDER = "MVSA_Single"
 """The sample's raw folder, whichever layout it is written in: ``data.raw_dir``'s default points
 here, so ``-S dataset=mvsa-multiple`` alone switches the embedded pipeline to MVSA-Multiple."""
-DATASET_NAMES: dict[str, str] = {"mvsa-single": "MVSA-Single", "mvsa-multiple": "MVSA-Multiple"}
 
 NO_MAJORITY_SHARE = 0.04
 """Of the pairs without another problem, the share whose text (and, separately, image) annotations
@@ -183,7 +182,7 @@ def write_sample(
     write_json(out_dir / SAMPLE_FOLDER / mvsa.SYNTHETIC_MARKER, marker)
     (out_dir / SAMPLE_FOLDER / mvsa.LABEL_FILE).write_bytes("".join(f"{line}\r\n" for line in lines).encode("ascii"))
     (out_dir / "splits").mkdir()
-    (out_dir / "splits" / "README.txt").write_text(SPLITS_README.format(dataset=DATASET_NAMES[dataset]), encoding="utf-8")
+    (out_dir / "splits" / "README.txt").write_text(SPLITS_README.format(dataset=mvsa.DATASET_NAMES[dataset]), encoding="utf-8")
 
     well_formed = [row for row in rows if row[3] not in (mvsa.MALFORMED_LABEL_LINE, mvsa.UNKNOWN_LABEL)]
     drops = {reason: sorted(row[0] for row in rows if row[3] == reason) for reason in _BREAKAGES}
