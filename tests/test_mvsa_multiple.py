@@ -8,17 +8,19 @@ order mark before the header, three ``text,image`` annotations per line; tweets 
 from __future__ import annotations
 
 import codecs
+import copy
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from helpers import write_params
+from helpers import REPO_PARAMS, write_params
 from llavac.data import mvsa
 from llavac.data.official import official_splits
 from llavac.data.preprocess import preprocess
 from llavac.data.sample import SAMPLE_FOLDER, write_sample
 from llavac.new_pairs import problem, read_pairs
+from llavac.params import ParamsError, validate
 
 MULTIPLE_HEADER = "ID\ttext,image\ttext,image\ttext,image"
 
@@ -267,3 +269,9 @@ def test_official_cheema_files_of_mvsa_multiple_meet_our_majority_labels(tmp_pat
     (folder / "valid_pairlist.txt").write_text("".join(",".join(map(str, row)) + "\n" for row in published))
     _, mismatches = official_splits(pairs, "cheema", tmp_path / "splits", "mvsa-multiple")
     assert [(m.id, m.problem) for m in mismatches] == [(2, "text_label: published positive, ours neutral")]
+
+
+def test_an_unknown_dataset_names_the_allowed_values() -> None:
+    params = copy.deepcopy(REPO_PARAMS) | {"dataset": "mvsa-triple"}
+    with pytest.raises(ParamsError, match=r"dataset='mvsa-triple': Input should be 'mvsa-single' or 'mvsa-multiple'"):
+        validate(params)
