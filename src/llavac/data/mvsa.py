@@ -194,8 +194,8 @@ def decode_text(raw: bytes) -> tuple[str, str | None]:
 
     A file that starts with a byte order mark (UTF-8, UTF-16 LE/BE, UTF-32) is decoded as the mark
     says, the mark removed; invalid sequences after it are replaced by U+FFFD and counted in the
-    note. Without a mark, the files are GBK bytes, decoded as GB18030 (its superset). Strict UTF-8 is tried first all the
-    same: almost any UTF-8 byte string is also valid GB18030, so a re-saved UTF-8 file would
+    note. Without a mark, the files are GBK bytes, decoded as GB18030 (its superset). Strict UTF-8
+    is tried first all the same: almost any UTF-8 byte string is also valid GB18030, so a re-saved UTF-8 file would
     otherwise be silently garbled (``😡 周末`` -> ``馃槨 鍛ㄦ湯``), while GBK text with non-ASCII
     characters is practically never valid UTF-8 (none of MVSA-Single's is). Anything valid in
     neither (id 5084 of the real data ends in such bytes) is decoded as GB18030 with each bad
