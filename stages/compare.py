@@ -1,11 +1,13 @@
-"""Stage `compare`: our scores against the paper's tables for the active protocol.
+"""Stage `compare`: our scores against the paper's tables for the active dataset and protocol.
 
     python stages/compare.py metrics/scores.json reference/paper.yaml metrics/paper.json \
         metrics/vs_paper.json reports/results.md metrics/data.json
 
 Writes the paper's LLaVAC numbers in the schema of scores.json, ours minus the paper's, and a
 Markdown report. Whether the data is the synthetic sample comes from the data itself, through
-metrics/data.json. Reads params `protocol`, `model` and `data.raw_dir` (named in the report).
+metrics/data.json. Reads params `dataset`, `protocol`, `model` and `data.raw_dir` (named in the report).
+Where reference/paper.yaml has no row for the dataset and protocol, paper.json and vs_paper.json are
+empty and the report says so.
 """
 
 from __future__ import annotations
@@ -63,12 +65,13 @@ def main() -> None:
         protocol, run.model, raw_dir, " (synthetic sample)" if run.synthetic_sample else "",
     )
 
-    published = paper_scores(paper, protocol)
+    dataset = params.dataset
+    published = paper_scores(paper, protocol, dataset) if paper.rows_for(protocol, dataset) else {}
     deltas = versus_paper(ours, published)
     write_json(args.paper_json, published)
     write_json(args.vs_paper, deltas)
-    write_text(args.report, results_markdown(paper, protocol, ours, run))
-    for metric, d in deltas["multimodal"].items():
+    write_text(args.report, results_markdown(paper, protocol, ours, run, dataset))
+    for metric, d in deltas.get("multimodal", {}).items():
         log.info("multimodal %s: ours %.2f, paper %.2f, delta %+.2f", metric, d["ours"], d["paper"], d["delta"])
     log.info("wrote %s, %s and %s", args.paper_json, args.vs_paper, args.report)
 

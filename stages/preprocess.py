@@ -1,8 +1,8 @@
-"""Stage `preprocess`: raw MVSA-Single folder -> usable pairs (Parquet) and data metrics, on Apache Spark.
+"""Stage `preprocess`: raw MVSA folder -> usable pairs (Parquet) and data metrics, on Apache Spark.
 
     python stages/preprocess.py RAW_DIR artifacts/pairs.parquet metrics/data.json
 
-Reads params `data.raw_dir` (passed as RAW_DIR by dvc.yaml) and `spark.*`. The pairs file is a
+Reads params `dataset` (the label file's layout), `data.raw_dir` (passed as RAW_DIR by dvc.yaml) and `spark.*`. The pairs file is a
 single Parquet file (not a Spark part-file folder): `pandas.read_parquet` reads it directly.
 """
 
@@ -20,15 +20,17 @@ from llavac.files import write_json
 from llavac.data.preprocess import preprocess, spark_session
 
 
-def no_pairs_reason(raw_dir: Path, metrics: dict) -> str:
-    """Why a raw folder gave no pair at all: usually a label file that is not MVSA's."""
+def no_pairs_reason(raw_dir: Path, metrics: dict, dataset: str) -> str:
+    """Why a raw folder gave no pair at all: usually a label file that is not MVSA's, or the other dataset's."""
     label_file = raw_dir / mvsa.LABEL_FILE
     if not metrics["raw_label_rows"]:
         return f"{label_file} holds no label rows (an empty file, or only its header)"
     dropped = {reason: n for reason, n in metrics["dropped"].items() if n}
+    annotations = "\\t".join(["<text label>,<image label>"] * mvsa.ANNOTATORS[dataset])
     return (
         f"none of the {metrics['raw_label_rows']} label rows of {label_file} gave a usable pair (dropped: {dropped}); "
-        "each row must be `<id>\\t<text label>,<image label>`, tab-separated, with labels negative/neutral/positive"
+        f"with dataset={dataset} each row must be `<id>\\t{annotations}`, tab-separated, with labels "
+        "negative/neutral/positive"
     )
 
 
@@ -37,27 +39,31 @@ def main() -> None:
     if len(sys.argv) != 4:
         sys.exit("usage: python stages/preprocess.py RAW_DIR PAIRS_PARQUET METRICS_JSON")
     raw_dir, pairs_path, metrics_path = (Path(arg) for arg in sys.argv[1:])
+    params = load_params()
     try:
-        mvsa.check_raw_layout(raw_dir)
+        mvsa.check_raw_layout(raw_dir, mvsa.ANNOTATORS[params.dataset])
     except FileNotFoundError as error:
+        folder = mvsa.RAW_FOLDERS[params.dataset]
         sys.exit(
-            f"error: {error}. Put the real dataset's MVSA_Single folder under data/ and run with "
-            "`-S data.raw_dir=data/MVSA_Single`, or run `dvc repro sample` for the synthetic sample."
+            f"error: {error}. Put the real dataset's {folder} folder under data/ and run with "
+            f"`-S data.raw_dir=data/{folder}`, or run `dvc repro sample` for the synthetic sample."
         )
-    spark_params = load_params().spark
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    spark_params = params.spark
     started = time.perf_counter()
     spark = spark_session(spark_params.master, spark_params.partitions)
     log.info("Spark %s on %s, %d partitions, started in %.1f s",
              spark.version, spark_params.master, spark_params.partitions, time.perf_counter() - started)
     started = time.perf_counter()
-    metrics = preprocess(spark, raw_dir, pairs_path)
+    metrics = preprocess(spark, raw_dir, pairs_path, params.dataset)
     spark.stop()
     if not metrics["valid_pairs"]:
         if pairs_path.is_dir():
             shutil.rmtree(pairs_path)
         else:
             pairs_path.unlink(missing_ok=True)
-        sys.exit(f"error: {no_pairs_reason(raw_dir, metrics)}")
+        sys.exit(f"error: {no_pairs_reason(raw_dir, metrics, params.dataset)}")
     log.info("%d label rows -> %d valid pairs in %.1f s; multimodal labels %s",
              metrics["raw_label_rows"], metrics["valid_pairs"], time.perf_counter() - started,
              metrics["pairs_by_label"]["multimodal"])

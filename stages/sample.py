@@ -1,9 +1,9 @@
-"""Stage `sample`: write the embedded synthetic dataset in the raw MVSA-Single layout.
+"""Stage `sample`: write the embedded synthetic dataset in the raw layout of `dataset`.
 
     python stages/sample.py artifacts/sample
 
-Reads params `seed` and `sample.*`; writes OUT_DIR/MVSA_Single (labelResultAll.txt, data/<id>.txt,
-data/<id>.jpg) and OUT_DIR/splits/README.txt.
+Reads params `seed`, `dataset` and `sample.*`; writes OUT_DIR/MVSA_Single (labelResultAll.txt with one
+or three annotators per line, data/<id>.txt, data/<id>.jpg) and OUT_DIR/splits/README.txt.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ def main() -> None:
     out_dir = Path(sys.argv[1])
     params = load_params()
     sample, seed = params.sample, params.seed
-    log.info("writing %d synthetic pairs (seed %d, image sides %d-%d px) to %s",
-             sample.n_pairs, seed, sample.min_side, sample.max_side, out_dir)
+    log.info("writing %d synthetic %s pairs (seed %d, image sides %d-%d px) to %s",
+             sample.n_pairs, params.dataset, seed, sample.min_side, sample.max_side, out_dir)
     try:
-        summary = write_sample(out_dir, sample.n_pairs, seed, sample.min_side, sample.max_side)
+        summary = write_sample(out_dir, sample.n_pairs, seed, sample.min_side, sample.max_side, params.dataset)
     except (ValueError, FileExistsError) as error:
         sys.exit(f"error: {error}")
     log.info("wrote %d label rows; text labels %s; image labels %s",

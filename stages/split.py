@@ -2,7 +2,7 @@
 
     python stages/split.py artifacts/pairs.parquet <splits.dir> artifacts/splits
 
-params: seed, protocol, splits.source, splits.allow_mismatches.
+params: seed, dataset, protocol, splits.source, splits.allow_mismatches.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ def main() -> None:
             params.splits.source,
             params.seed,
             params.splits.allow_mismatches,
+            params.dataset,
         )
     except SplitMismatchError as exc:
         sys.exit(
-            f"error: {exc}. Check that data.raw_dir is the real MVSA-Single, or set "
+            f"error: {exc}. Check that data.raw_dir is the real {params.dataset} data, or set "
             "splits.allow_mismatches=true to go on (absent ids are left out, our labels are kept)."
         )
     except (FileNotFoundError, ValueError) as exc:

@@ -100,11 +100,13 @@ def _jpeg(width: int, height: int, colour: tuple[int, int, int] = (200, 170, 40)
     return buffer.getvalue()
 
 
-def _write_mvsa(raw_dir: Path, label_lines: list[str], files: dict[str, bytes], newline: str = "\r\n") -> Path:
-    """``raw_dir/labelResultAll.txt`` (the header, then ``label_lines``) and ``raw_dir/data/<name>`` files."""
+def _write_mvsa(
+    raw_dir: Path, label_lines: list[str], files: dict[str, bytes], newline: str = "\r\n", header: str = mvsa.LABEL_HEADER
+) -> Path:
+    """``raw_dir/labelResultAll.txt`` (``header``, then ``label_lines``, UTF-8) and ``raw_dir/data/<name>`` files."""
     (raw_dir / mvsa.DATA_DIR).mkdir(parents=True)
-    lines = [mvsa.LABEL_HEADER, *label_lines]
-    (raw_dir / mvsa.LABEL_FILE).write_bytes("".join(line + newline for line in lines).encode("ascii"))
+    lines = [header, *label_lines]
+    (raw_dir / mvsa.LABEL_FILE).write_bytes("".join(line + newline for line in lines).encode("utf-8"))
     for name, content in files.items():
         (raw_dir / mvsa.DATA_DIR / name).write_bytes(content)
     return raw_dir
@@ -118,7 +120,7 @@ def jpeg() -> Callable[..., bytes]:
 
 @pytest.fixture(scope="session")
 def write_mvsa() -> Callable[..., Path]:
-    """``write_mvsa(raw_dir, label_lines, files, newline="\\r\\n")``: a raw MVSA-Single folder in the real layout."""
+    """``write_mvsa(raw_dir, label_lines, files, newline="\\r\\n", header=...)``: a raw MVSA folder in the real layout."""
     return _write_mvsa
 
 

@@ -178,8 +178,12 @@ def repo(tmp_path: Path, ours: dict) -> Path:
 
 def test_paper_tags_commit_the_papers_scores_without_touching_the_checkout(repo, paper):
     before = repo_state(repo)
-    assert make_paper_tags(repo, paper) == ["paper-cheema", "paper-random", "paper-zhang"]
+    assert make_paper_tags(repo, paper) == ["paper-cheema", "paper-random", "paper-zhang", "paper-mvsa-multiple-random"]
     assert repo_state(repo) == before
+    # MVSA-Multiple: no LLaVAC row, so the tag holds the strongest published result (MGNNS, 72.49 / 69.34)
+    tagged = json.loads(git(repo, "show", "paper-mvsa-multiple-random:metrics/scores.json"))
+    assert tagged == {"multimodal": {"accuracy": 72.49, "weighted_f1": 69.34}}
+    assert "MGNNS" in git(repo, "log", "-1", "--format=%B", "paper-mvsa-multiple-random")
     for protocol in paper.protocols:
         tagged = json.loads(git(repo, "show", f"paper-{protocol}:metrics/scores.json"))
         assert tagged == paper_scores(paper, protocol)
@@ -214,3 +218,19 @@ def test_paper_tags_need_a_commit(tmp_path, paper):
     git(tmp_path, "init", "-q")
     with pytest.raises(RuntimeError, match="rev-parse"):
         make_paper_tags(tmp_path, paper)
+
+
+def test_mvsa_multiple_rows_are_selected_by_dataset(paper, ours):
+    multiple = paper.rows_for("random", "mvsa-multiple")
+    assert [(r.model, r.table, r.llavac) for r in multiple] == [("MGNNS", None, False), ("CLMLF", None, False), ("MDSE", None, False)]
+    assert "CLMLF" in [r.model for r in paper.rows_for("random")]  # MVSA-Single's CLMLF row, 75.33
+    assert paper.rows_for("random")[2].scores["multimodal"]["accuracy"] == 75.33
+    assert paper.rows_for("cheema", "mvsa-multiple") == []
+    run = RunInfo(model="tiny", raw_dir="artifacts/sample/MVSA_Single", synthetic_sample=True)
+    report = results_markdown(paper, "random", ours, run, "mvsa-multiple")
+    assert report.startswith("# Results: MVSA-Multiple, protocol `random`")
+    accuracy = ours["multimodal"]["accuracy"] - 72.49
+    assert f"Ours minus the strongest published result, MGNNS (Yang et al. 2021 (unverified here)): accuracy {accuracy:+.2f}" in report
+    assert "| MDSE |" in report and "75.33" not in report
+    nothing = results_markdown(paper, "cheema", ours, run, "mvsa-multiple")
+    assert "No published result on MVSA-Multiple under protocol `cheema`" in nothing and "Se-MLNN" not in nothing

@@ -58,7 +58,7 @@ def _raw_folder(root: Path, write_mvsa, jpeg, newline: str) -> tuple[Path, dict[
     expected = {
         "raw_label_rows": len(records),
         "valid_pairs": sum(reason is None for *_, reason in records),
-        "dropped": {reason: sum(r == reason for *_, r in records) for reason in mvsa.DROP_REASONS},
+        "dropped": {reason: sum(r == reason for *_, r in records) for reason in mvsa.drop_reasons(1)},
         # 30.txt, notes.txt, 03.txt (not id 3's) and the texts of the unusable lines 7 and 8;
         # 30.jpg and the images of 7 and 8.
         "unmatched_files": {"text": 5, "image": 3},
@@ -148,9 +148,10 @@ def test_a_missing_label_file_is_one_clear_error(tmp_path: Path, spark) -> None:
 
 
 def test_stage_says_where_to_put_the_data(tmp_path: Path, run_stage) -> None:
+    write_params(tmp_path)
     message = run_stage(tmp_path, "preprocess.py", tmp_path / "MVSA_Single", "p.parquet", "m.json")
-    assert message.startswith("error: ") and "dvc repro sample" in message and "data/" in message
-    assert sorted(tmp_path.iterdir()) == []
+    assert message.startswith("error: ") and "dvc repro sample" in message and "data/MVSA_Single" in message
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml"]
 
 
 @pytest.mark.parametrize(

@@ -405,7 +405,7 @@ def test_stage_names_allowed_values_and_the_fetch_command(tmp_path, run_stage):
     assert "protocol='kfold': Input should be 'cheema', 'random' or 'zhang'" in split_stage(*args, protocol="kfold")
     assert "splits.source='published': Input should be 'generated' or 'official'" in split_stage(*args, source="published")
     missing = split_stage(*args, protocol="zhang", source="official")
-    assert missing.startswith("error: the official zhang split files are missing")
+    assert missing.startswith("error: the official zhang split files of mvsa-single are missing")
     assert "llavac fetch-splits zhang" in missing
 
 
@@ -425,3 +425,64 @@ def test_stage_stops_on_an_official_file_that_differs_from_the_published_one(tmp
         run_stage, tmp_path, pairs_file, splits_dir, out, protocol="random", source="official", allow_mismatches=True
     )
     assert allowed is None and (out / "1" / "test.parquet").is_file()
+
+
+# --- MVSA-Multiple ----------------------------------------------------------------------------------
+
+# Cheema et al.'s valid_pairlist.txt of MVSA-Multiple (docs/mvsa-multiple.md): 17,025 pairs.
+MULTIPLE_COUNTS = {"positive": 11318, "neutral": 4408, "negative": 1299}
+
+
+def multiple_sized_pairs(drop_one_negative: bool = False) -> pd.DataFrame:
+    """Pairs with MVSA-Multiple's multimodal label counts (optionally without one negative pair, like
+    id 15324, which CLMLF's files lack), ids 2499.. in a shuffled label order."""
+    labels = [label for label, n in MULTIPLE_COUNTS.items() for _ in range(n)]
+    if drop_one_negative:
+        labels.remove("negative")
+    order = np.random.default_rng(11).permutation(len(labels))
+    return pairs_table([(labels[k], labels[k]) for k in order], ids=list(range(2499, 2499 + len(labels))))
+
+
+def test_generated_cheema_splits_of_17025_pairs_have_the_published_sizes():
+    pairs = multiple_sized_pairs()
+    splits = generated_splits(pairs, "cheema", seed=42)
+    sizes = [tuple(len(frame) for frame in split.parts().values()) for split in splits]
+    # The published sizes: 13,619/1,703/1,703 and 13,621/1,702/1,702; ten test folds partition the pairs.
+    assert set(sizes) == {(13619, 1703, 1703), (13621, 1702, 1702)}
+    tested = sorted(pair_id for split in splits for pair_id in split.test["id"])
+    assert tested == pairs["id"].tolist()
+    for split in splits:
+        assert ids(split.train).isdisjoint(ids(split.val) | ids(split.test)) and ids(split.val).isdisjoint(ids(split.test))
+
+
+@pytest.mark.parametrize(("drop_one_negative", "train"), [(False, 13625), (True, 13624)])
+def test_generated_random_split_of_mvsa_multiple_has_clmlfs_sizes(drop_one_negative, train):
+    pairs = multiple_sized_pairs(drop_one_negative)
+    (split,) = generated_splits(pairs, "random", seed=42)
+    # CLMLF: train 13,624, dev 1,700, test 1,700 on its 17,024 pairs; 17,025 keep one more pair in train.
+    assert [len(frame) for frame in split.parts().values()] == [train, 1700, 1700]
+
+
+def test_zhang_on_mvsa_multiple_is_generated_by_qmfs_rule_but_never_read_as_official(tmp_path, run_stage):
+    pairs = multiple_sized_pairs().iloc[:600]
+    (split,) = generated_splits(pairs, "zhang", seed=1)
+    assert all((frame["text_label"] == frame["image_label"]).all() for frame in split.parts().values())
+    pairs_file = tmp_path / "pairs.parquet"
+    pairs.to_parquet(pairs_file, index=False)
+    write_repo_params(tmp_path, dataset="mvsa-multiple", protocol="zhang",
+                      splits={"source": "official", "dir": str(tmp_path / "official"), "allow_mismatches": False})
+    message = run_stage(tmp_path, "split.py", pairs_file, tmp_path / "official", tmp_path / "out")
+    assert message.startswith("error: zhang has no published split of mvsa-multiple") and "splits.source=generated" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_official_files_other_than_mvsa_multiples_pinned_ones_are_refused(tmp_path, run_stage):
+    pairs = small_pairs(60)
+    pairs_file = tmp_path / "pairs.parquet"
+    pairs.to_parquet(pairs_file, index=False)
+    write_cheema(tmp_path / "official" / "cheema", pairs)
+    write_repo_params(tmp_path, dataset="mvsa-multiple", protocol="cheema",
+                      splits={"source": "official", "dir": str(tmp_path / "official"), "allow_mismatches": False})
+    message = run_stage(tmp_path, "split.py", pairs_file, tmp_path / "official", tmp_path / "out")
+    assert "differ from the published ones" in message and "another dataset's (this is mvsa-multiple)" in message
+    assert "--dataset mvsa-multiple" in message

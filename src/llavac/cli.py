@@ -1,6 +1,6 @@
 """`llavac`: the commands a researcher runs outside the DVC pipeline.
 
-    llavac fetch-splits [cheema|random|zhang] [--dest data/splits]
+    llavac fetch-splits [cheema|random|zhang] [--dataset mvsa-single|mvsa-multiple] [--dest data/splits]
     llavac classify [--adapter artifacts/adapters/1] INPUT [--out predictions.jsonl] [--min-confidence 0.8]
     llavac classify --image tweet.jpg --text "what a day" [--adapter ...]
     llavac compare
@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any, get_args
 
-from llavac.params import Precision, PredictMode, Protocol
+from llavac.params import Dataset, Precision, PredictMode, Protocol
 
 PROTOCOLS = get_args(Protocol)
+DATASETS = get_args(Dataset)
 
 
 class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -113,8 +114,11 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     fetch = commands.add_parser("fetch-splits", formatter_class=defaults,
                                 help="download the official split files and verify their SHA-256")
-    fetch.add_argument("protocol", nargs="?", choices=PROTOCOLS, help="one protocol (default: all three)")
-    fetch.add_argument("--dest", type=Path, default=Path("data/splits"), help="folder for <protocol>/ subfolders")
+    fetch.add_argument("protocol", nargs="?", choices=PROTOCOLS, help="one protocol (default: all the dataset's)")
+    fetch.add_argument("--dataset", choices=DATASETS, default=DATASETS[0], help="whose split files")
+    fetch.add_argument("--dest", type=Path, default=None,
+                       help="folder for <protocol>/ subfolders (default: data/splits for mvsa-single, "
+                            "data/splits-mvsa-multiple for mvsa-multiple)")
     run = commands.add_parser("classify", formatter_class=defaults,
                               help="label new (image, text) pairs with a trained adapter",
                               description="Label (image, text) pairs: a file or folder of pairs, or one pair with --image and --text.")
@@ -146,14 +150,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "classify" and (args.input is None) == (args.image is None or args.text is None):
         parser.error("classify takes INPUT, or --image and --text (not both)")
-    if args.command == "fetch-splits" and args.dest.exists() and not args.dest.is_dir():
-        parser.error(f"--dest {args.dest} is a file; give a folder")
+    if args.command == "fetch-splits":
+        from llavac.data.fetch import DEFAULT_DEST
+
+        args.dest = args.dest or Path(DEFAULT_DEST[args.dataset])
+        if args.dest.exists() and not args.dest.is_dir():
+            parser.error(f"--dest {args.dest} is a file; give a folder")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.command == "fetch-splits":
             from llavac.data.fetch import fetch_splits
 
-            for path in fetch_splits(args.protocol, args.dest):
+            for path in fetch_splits(args.protocol, args.dest, dataset=args.dataset):
                 print(path)
         elif args.command == "classify":
             from llavac.new_pairs import one_pair, read_pairs

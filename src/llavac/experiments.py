@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-SETTINGS = ("protocol", "model", "train.backend", "predict.mode")
+SETTINGS = ("dataset", "protocol", "model", "train.backend", "predict.mode")
 """Params shown per row, when the experiment has them."""
 
 COLUMNS = (

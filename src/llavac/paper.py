@@ -4,6 +4,10 @@
 (`multimodal.accuracy`, `multimodal.weighted_f1`), so the paper's numbers can be written as a
 scores file of their own: as metrics/paper.json in the workspace, and as metrics/scores.json in a
 tagged commit, which lets `dvc metrics diff paper-<protocol>` compare paper and workspace.
+
+A row may name its `dataset` (default `mvsa-single`, the paper's). The paper reports no LLaVAC
+result on MVSA-Multiple, so there the reference a run is set against is the strongest published
+row of its protocol (`Paper.reference_row`), tagged `paper-<dataset>-<protocol>`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from llavac.data.mvsa import DATASET_NAMES
 from llavac.files import json_text
 from llavac.labels import TASKS
 
@@ -25,6 +30,8 @@ ROW_KEYS: tuple[str, ...] = ("table", "protocol", "model", "citation", "llavac",
 """Keys every row of reference/paper.yaml must have."""
 PAPER_METRICS: tuple[str, ...] = ("accuracy", "weighted_f1")
 """What the tables report, both of the multimodal label."""
+PAPER_DATASET = "mvsa-single"
+"""The dataset of the paper's own tables, and of a row that names none."""
 REPORT_METRICS: tuple[str, ...] = ("accuracy", "weighted_f1", "macro_f1")
 """Columns of the report's per-label table; each has a `<metric>_std` in scores.json."""
 
@@ -34,14 +41,16 @@ TAG_NAME, TAG_EMAIL = "llavac paper-tags", "paper-tags@llavac.invalid"
 
 @dataclass(frozen=True)
 class PaperRow:
-    """One row of a published table: a model's multimodal-label scores under one protocol."""
+    """One row of a published table: a model's multimodal-label scores under one protocol and dataset."""
 
-    table: int
+    table: int | None
+    """The paper's table; None for a result the paper does not print (MVSA-Multiple's)."""
     protocol: str
     model: str
     citation: str
     llavac: bool
     scores: dict[str, dict[str, float]]
+    dataset: str = PAPER_DATASET
 
 
 @dataclass(frozen=True)
@@ -57,13 +66,26 @@ class Paper:
         """Protocols in table order."""
         return list(dict.fromkeys(r.protocol for r in self.rows))
 
-    def rows_for(self, protocol: str) -> list[PaperRow]:
-        """Baselines and LLaVAC of one protocol, in the paper's order."""
-        return [r for r in self.rows if r.protocol == protocol]
+    @property
+    def tables(self) -> list[tuple[str, str]]:
+        """(dataset, protocol) of every group of rows, in file order."""
+        return list(dict.fromkeys((r.dataset, r.protocol) for r in self.rows))
 
-    def llavac_row(self, protocol: str) -> PaperRow:
+    def rows_for(self, protocol: str, dataset: str = PAPER_DATASET) -> list[PaperRow]:
+        """Baselines and LLaVAC of one protocol on one dataset, in the paper's order."""
+        return [r for r in self.rows if r.protocol == protocol and r.dataset == dataset]
+
+    def llavac_row(self, protocol: str, dataset: str = PAPER_DATASET) -> PaperRow:
         """The paper's own model under `protocol`."""
-        return next(r for r in self.rows_for(protocol) if r.llavac)
+        return next(r for r in self.rows_for(protocol, dataset) if r.llavac)
+
+    def reference_row(self, protocol: str, dataset: str = PAPER_DATASET) -> PaperRow:
+        """What a run is set against: the paper's LLaVAC, or where the paper has none (MVSA-Multiple)
+        the published row with the highest multimodal accuracy. ValueError when there is no row."""
+        rows = self.rows_for(protocol, dataset)
+        if not rows:
+            raise ValueError(f"no published result for dataset {dataset!r} under protocol {protocol!r}")
+        return next((r for r in rows if r.llavac), None) or max(rows, key=lambda r: r.scores["multimodal"]["accuracy"])
 
 
 def load_paper(path: Path) -> Paper:
@@ -85,12 +107,13 @@ def load_paper(path: Path) -> Paper:
             raise ValueError(f"{path}: row {i} needs exactly multimodal {PAPER_METRICS}, in percent (0-100)")
         rows.append(
             PaperRow(
-                table=int(raw["table"]),
+                table=None if raw["table"] is None else int(raw["table"]),
                 protocol=str(raw["protocol"]),
                 model=str(raw["model"]),
                 citation=str(raw["citation"]),
                 llavac=bool(raw["llavac"]),
                 scores=scores,
+                dataset=str(raw.get("dataset", PAPER_DATASET)),
             )
         )
     if not rows:
@@ -101,18 +124,27 @@ def load_paper(path: Path) -> Paper:
         headline=" ".join(str(doc["headline"]["claim"]).split()),
         rows=tuple(rows),
     )
-    for protocol in paper.protocols:
-        n = sum(r.llavac for r in paper.rows_for(protocol))
-        if n != 1:
-            raise ValueError(f"{path}: protocol {protocol!r} has {n} LLaVAC rows (llavac: true), expected 1")
+    unknown = sorted({r.dataset for r in paper.rows} - set(DATASET_NAMES))
+    if unknown:
+        raise ValueError(f"{path}: unknown dataset(s) {unknown}; expected one of {list(DATASET_NAMES)}")
+    for dataset, protocol in paper.tables:
+        n = sum(r.llavac for r in paper.rows_for(protocol, dataset))
+        if n != 1 and (dataset == PAPER_DATASET or n > 1):
+            expected = "expected 1" if dataset == PAPER_DATASET else "expected at most 1"
+            raise ValueError(f"{path}: protocol {protocol!r} has {n} LLaVAC rows (llavac: true), {expected}")
     return paper
 
 
-def paper_scores(paper: Paper, protocol: str) -> dict[str, Any]:
-    """The paper's LLaVAC numbers for `protocol` in the schema of metrics/scores.json."""
+def paper_scores(paper: Paper, protocol: str, dataset: str = PAPER_DATASET) -> dict[str, Any]:
+    """The reference numbers (`Paper.reference_row`) for `protocol` in the schema of metrics/scores.json."""
     if protocol not in paper.protocols:
         raise ValueError(f"protocol {protocol!r} is not in the paper's tables: {', '.join(paper.protocols)}")
-    return {task: dict(metrics) for task, metrics in paper.llavac_row(protocol).scores.items()}
+    return {task: dict(metrics) for task, metrics in paper.reference_row(protocol, dataset).scores.items()}
+
+
+def paper_tag(protocol: str, dataset: str = PAPER_DATASET) -> str:
+    """`paper-<protocol>` for the paper's own dataset (the tags as they always were), else `paper-<dataset>-<protocol>`."""
+    return f"paper-{protocol}" if dataset == PAPER_DATASET else f"paper-{dataset}-{protocol}"
 
 
 def versus_paper(ours: Mapping[str, Any], paper: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,9 +184,26 @@ def _with_std(block: Mapping[str, Any], metric: str) -> str:
     return f"{block[metric]:.2f} ± {block[f'{metric}_std']:.2f}"
 
 
-def results_markdown(paper: Paper, protocol: str, ours: Mapping[str, Any], run: RunInfo) -> str:
-    """reports/results.md: the protocol's published table with our row added, and what our run was."""
-    published = paper.llavac_row(protocol).scores["multimodal"]
+def _versus_line(paper: Paper, protocol: str, dataset: str, mm: Mapping[str, Any]) -> tuple[str, str]:
+    """The report's heading and its line of deltas against `Paper.reference_row` (or why there are none)."""
+    if not paper.rows_for(protocol, dataset):
+        name = DATASET_NAMES[dataset]
+        return (f"# Results: {name}, protocol `{protocol}`",
+                f"No published result on {name} under protocol `{protocol}` in reference/paper.yaml: nothing to compare with.")
+    reference = paper.reference_row(protocol, dataset)
+    published = reference.scores["multimodal"]
+    deltas = ", ".join(f"{m.replace('_f1', ' F1')} {mm[m] - published[m]:+.2f}" for m in PAPER_METRICS)
+    if reference.llavac and dataset == PAPER_DATASET:
+        return (f"# Results: protocol `{protocol}` (Table {reference.table} of the paper)",
+                f"Ours minus the paper's LLaVAC: {deltas}.")
+    return (f"# Results: {DATASET_NAMES[dataset]}, protocol `{protocol}`",
+            f"Ours minus the strongest published result, {reference.model} ({reference.citation}): {deltas}.")
+
+
+def results_markdown(
+    paper: Paper, protocol: str, ours: Mapping[str, Any], run: RunInfo, dataset: str = PAPER_DATASET
+) -> str:
+    """reports/results.md: the published table of the protocol and dataset with our row added, and what our run was."""
     mm = ours["multimodal"]
     if run.synthetic_sample:
         data_line = (
@@ -170,16 +219,16 @@ def results_markdown(paper: Paper, protocol: str, ours: Mapping[str, Any], run: 
     paper_rows = [
         [f"{r.model} (paper)" if r.llavac else r.model, r.citation]
         + [f"{r.scores['multimodal'][m]:.2f}" for m in PAPER_METRICS]
-        for r in paper.rows_for(protocol)
+        for r in paper.rows_for(protocol, dataset)
     ]
     our_row = [f"LLaVAC (ours, `{run.model}`)", "this run"] + [_with_std(mm, m) for m in PAPER_METRICS]
     label_rows = [
         [task, *(_with_std(ours[task], m) for m in REPORT_METRICS), f"{ours[task]['invalid_rate']:.2f}"]
         for task in TASKS
     ]
-    deltas = ", ".join(f"{m.replace('_f1', ' F1')} {mm[m] - published[m]:+.2f}" for m in PAPER_METRICS)
+    heading, versus = _versus_line(paper, protocol, dataset, mm)
     lines = [
-        f"# Results: protocol `{protocol}` (Table {paper.llavac_row(protocol).table} of the paper)",
+        heading,
         "",
         data_line,
         "",
@@ -189,7 +238,7 @@ def results_markdown(paper: Paper, protocol: str, ours: Mapping[str, Any], run: 
         "",
         *_table(["model", "source", "accuracy", "weighted F1"], [*paper_rows, our_row]),
         "",
-        f"Ours minus the paper's LLaVAC: {deltas}.",
+        versus,
         "",
         "## All three labels of our run, in %",
         "",
@@ -221,7 +270,8 @@ def _git(repo: Path, *args: str, stdin: str | None = None, env: Mapping[str, str
 def make_paper_tags(
     repo: Path, paper: Paper, protocols: Sequence[str] | None = None, scores_path: str = "metrics/scores.json"
 ) -> list[str]:
-    """Tag `paper-<protocol>` on a commit whose `scores_path` holds the paper's numbers; return the tags.
+    """Tag `paper_tag(protocol, dataset)` on a commit whose `scores_path` holds the reference numbers of
+    every (dataset, protocol) of the paper (only `protocols`, if given); return the tags.
 
     Each commit is HEAD's tree with only that file replaced, and HEAD as parent, so DVC finds the
     same dvc.yaml there and `dvc metrics diff paper-<protocol>` lines the paper up with the
@@ -238,21 +288,24 @@ def make_paper_tags(
         for key, value in (("NAME", TAG_NAME), ("EMAIL", TAG_EMAIL), ("DATE", date))
     }
     tags = []
-    for protocol in protocols or paper.protocols:
-        content = json_text(paper_scores(paper, protocol))
+    for dataset, protocol in paper.tables:
+        if protocols and protocol not in protocols:
+            continue
+        content = json_text(paper_scores(paper, protocol, dataset))
         blob = _git(repo, "hash-object", "-w", "--stdin", stdin=content)
         with tempfile.TemporaryDirectory() as tmp:
             index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
             _git(repo, "read-tree", head, env=index)
             _git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{scores_path}", env=index)
             tree = _git(repo, "write-tree", env=index)
-        row = paper.llavac_row(protocol)
+        row, tag = paper.reference_row(protocol, dataset), paper_tag(protocol, dataset)
+        what = (f"LLaVAC in Table {row.table} of {paper.source}" if row.llavac and dataset == PAPER_DATASET
+                else f"the strongest published result on {DATASET_NAMES[dataset]}, {row.model} ({row.citation})")
         message = (
-            f"Paper numbers for protocol {protocol}: LLaVAC in Table {row.table} of {paper.source}\n\n"
-            f"{scores_path} holds the published scores; compare with `dvc metrics diff paper-{protocol}`.\n"
+            f"Paper numbers for protocol {protocol}: {what}\n\n"
+            f"{scores_path} holds the published scores; compare with `dvc metrics diff {tag}`.\n"
         )
         commit = _git(repo, "commit-tree", tree, "-p", head, stdin=message, env=identity)
-        tag = f"paper-{protocol}"
         _git(repo, "tag", "-f", tag, commit)
         tags.append(tag)
     return tags

@@ -29,6 +29,7 @@ from pydantic import (
 
 PARAMS_FILE = Path("params.yaml")
 
+Dataset = Literal["mvsa-single", "mvsa-multiple"]
 Protocol = Literal["cheema", "random", "zhang"]
 SplitSource = Literal["generated", "official"]
 ImagePosition = Literal["front", "inline"]
@@ -184,6 +185,7 @@ class Model(Section):
 
 class Params(Section):
     seed: int
+    dataset: Dataset
     protocol: Protocol
     model: str
     data: Data

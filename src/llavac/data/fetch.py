@@ -1,7 +1,9 @@
-"""Download the published split files of the three MVSA-Single protocols, verified by SHA-256.
+"""Download the published split files of MVSA-Single's three protocols and MVSA-Multiple's two, verified by SHA-256.
 
-The files are public data that must not be committed; each researcher fetches them once into
-``splits.dir`` (``data/splits``), where the ``split`` stage reads them with ``splits.source=official``.
+The files are public data that must not be committed; each researcher fetches them once into one
+folder per dataset (``splits.dir``: ``data/splits`` for MVSA-Single, ``data/splits-mvsa-multiple``
+for MVSA-Multiple, each with the same ``<protocol>/`` layout), where the ``split`` stage reads them
+with ``splits.source=official``.
 Every file is pinned to a commit of its authors' public repository and a checksum (``_RELEASES``
 below), so a moved branch or an edited file is refused instead of silently changing the benchmark.
 """
@@ -43,11 +45,13 @@ class _Release(NamedTuple):
     """Path under ``folder`` -> SHA-256."""
 
 
-_RELEASES: dict[str, _Release] = {
+CHEEMA_REPO = ("cleopatra-itn/fair_multimodal_sentiment", "554000945e3ecf084c213c3948773614ee49ef08")
+CLMLF_REPO = ("Link-Li/CLMLF", "2402ef6211f2f67fe73754bbfa2d1279b5400772")
+
+_SINGLE: dict[str, _Release] = {
     # Cheema et al. 2021: 10 stratified splits as row indices into valid_pairlist.txt.
     "cheema": _Release(
-        "cleopatra-itn/fair_multimodal_sentiment",
-        "554000945e3ecf084c213c3948773614ee49ef08",
+        *CHEEMA_REPO,
         "data/mvsa_single",
         {
             "valid_pairlist.txt": "2f6fe91e68fc2f06458780cd2aa4ab3b79414187acc94b3f7d85cab14b435494",
@@ -85,8 +89,7 @@ _RELEASES: dict[str, _Release] = {
     ),
     # CLMLF's single 8:1:1 split (the folder name really is spelled "flod").
     "random": _Release(
-        "Link-Li/CLMLF",
-        "2402ef6211f2f67fe73754bbfa2d1279b5400772",
+        *CLMLF_REPO,
         "dataset/data/MVSA-single/10-flod-1",
         {
             "train.json": "c022f1ec7801de493d6dfcdaf045fbab0d671af451ce655d85c99e2d5f23c0d9",
@@ -107,18 +110,92 @@ _RELEASES: dict[str, _Release] = {
     ),
 }
 
-OFFICIAL_FILES: dict[str, list[OfficialFile]] = {
-    protocol: [
-        OfficialFile(
-            source=f"{release.repo}/{release.commit}/{release.folder}/{path}",
-            dest=f"{protocol}/{PurePosixPath(path).name}",
-            sha256=sha256,
-        )
-        for path, sha256 in release.sha256.items()
-    ]
-    for protocol, release in _RELEASES.items()
+# MVSA-Multiple: the same two repositories and commits; QMF publishes no MVSA-Multiple split.
+_MULTIPLE: dict[str, _Release] = {
+    "cheema": _Release(
+        *CHEEMA_REPO,
+        "data/mvsa_multiple",
+        {
+            "valid_pairlist.txt": "dd7e8e6569c89d325b3d9c282c12f3900eebbc3bdb5c0579abeee2786cc88e5d",
+            "splits/train_1.txt": "89f4b2b0c9542a59259aed16770832bd9c6b900f2fa2f2755ecc0f4464fa990f",
+            "splits/train_2.txt": "a4669511a3f54d19ffb35a41a6b3adc703533e7be60a133efc4bac16ee33130f",
+            "splits/train_3.txt": "f016f1a7202425ff73e6dd741af8d5c772f84a8888b211bb62935cc4169c72e0",
+            "splits/train_4.txt": "538b3fb1d5fe118e1e6a53012ea85b417efcd5456b8fdca06331bcbad6e5b754",
+            "splits/train_5.txt": "0efe81de45dd369f9b7ab03e4dbb11faa7f0087b4c38e16ae56873a44a719ede",
+            "splits/train_6.txt": "2b56e74fadf1dc2a14b651e3db34fe7819c068684305ddedbb3f388663b24f0e",
+            "splits/train_7.txt": "56ad811ba2e1bdea316535c70c18357ec220834d95af89c0ad3bb9b6cf88ad10",
+            "splits/train_8.txt": "8a558f5a54a13205945b08a4d8db5e003df0b2c409556d36d9b54e554197bb9c",
+            "splits/train_9.txt": "58f7a9e1e719bb3c71b261b9c8ed4e325e478bbd690ea7486e48a1ba8917d409",
+            "splits/train_10.txt": "93c02349fe887f8e29a15ff381285df1ca131381cf27c80018d6a9cacd024ca1",
+            "splits/val_1.txt": "0c18841303d52baca77daa16cfcecb35a205c0d0158bab57a71ee02e241720e9",
+            "splits/val_2.txt": "5897a66f76b9dfe1d0bf9387de2ed64bfc393ff51a450437eaa3dd5a44303e7a",
+            "splits/val_3.txt": "c1910d06783599a284182f27bd76170f2350b3b9d021e02a3fdd074436095654",
+            "splits/val_4.txt": "439c310d17a1fd88b9b32e8cbb9a63665e5064e3a007ef792a8f7ef263a461ac",
+            "splits/val_5.txt": "c412d2320f9723e78c15f47a476e4065da6db7bb61e5398cced63935aca12d6f",
+            "splits/val_6.txt": "2908ded1c02e3f887083fb7f0db498afac97c47477b3d7e60da17fdee2a5f627",
+            "splits/val_7.txt": "3ab4c8a3a67ae75c71e7485c970777777fcd55ebcd39831e320e1d5772ae2d83",
+            "splits/val_8.txt": "e773cc3a31f6b80b6b98eda36f29faf0f0596a416613b1ef7cc4e55876a99e5f",
+            "splits/val_9.txt": "4e3474118e8027b8f2920e2138febeb63bb67c95845a16335bf9e44ede758432",
+            "splits/val_10.txt": "38439b830c2a7290043e5cf692dbf577841ad88be746d71c39d015d99973652a",
+            "splits/test_1.txt": "ad65d99f66de21e7dab32d52f35fd69af89ddf67c5f113982570cf707fbe439e",
+            "splits/test_2.txt": "ef2838064a5265fa8307a4082cfcb330344a599e741d084aea3c8dc3629f41a2",
+            "splits/test_3.txt": "c85bb7dbf6316beb24aee8af956666deed3b104244f0b049f5cc79ef39a4a787",
+            "splits/test_4.txt": "4b8b880f76ff402e13a5a213205c34e46fdce6080dc877a8b18d582ca8d0c801",
+            "splits/test_5.txt": "be8d0cf8bdd24051b119e6382f207a2d1b413f2bf9055bef5b8dc6d4fb8dc9be",
+            "splits/test_6.txt": "a6efb3b9fd09be93b9f8ef7929bb7a58b83395624be81b6b497a32fbeae50f2c",
+            "splits/test_7.txt": "d568f0db3558071735def9d57e80916a01057e966f008f3910420a8f1571503d",
+            "splits/test_8.txt": "74e71910f546463ce9db7fb54f12ef6138020eb95dd633d5eadeb53912256ec8",
+            "splits/test_9.txt": "37f23d37d66a861a321efe9d62339f5811baff602c92d185a42a5f129de75f9e",
+            "splits/test_10.txt": "d51ece1edec9319a4fdc9bdf3a4b61231776670db03226280e8b2fcd7b974dff",
+        },
+    ),
+    # CLMLF's split of MVSA-Multiple (beside it, train-copy.json and MVSA-multiple_translation.json are not the split).
+    "random": _Release(
+        *CLMLF_REPO,
+        "dataset/data/MVSA-multiple/10-flod-1",
+        {
+            "train.json": "e477b2e74d9f91c6fe901ddfc1efb6f0cd88d9bcaa70f69080b31c8e8e6b3867",
+            "dev.json": "6e008e7b795484be32a7f6ffd49aa1dc34283417f7119afda6c51d755609245b",
+            "test.json": "dc54b497924f0e32c1c84127a3fcc85d544d1b8e372400d2922c818541072e39",
+        },
+    ),
 }
-"""Per protocol, every published file the ``split`` stage reads, under its original file name."""
+
+
+def _files(releases: dict[str, _Release]) -> dict[str, list[OfficialFile]]:
+    return {
+        protocol: [
+            OfficialFile(
+                source=f"{release.repo}/{release.commit}/{release.folder}/{path}",
+                dest=f"{protocol}/{PurePosixPath(path).name}",
+                sha256=sha256,
+            )
+            for path, sha256 in release.sha256.items()
+        ]
+        for protocol, release in releases.items()
+    }
+
+
+OFFICIAL_FILES: dict[str, dict[str, list[OfficialFile]]] = {
+    "mvsa-single": _files(_SINGLE),
+    "mvsa-multiple": _files(_MULTIPLE),
+}
+"""Per dataset and protocol, every published file the ``split`` stage reads, under its original file name."""
+
+DEFAULT_DEST: dict[str, str] = {"mvsa-single": "data/splits", "mvsa-multiple": "data/splits-mvsa-multiple"}
+"""Where ``llavac fetch-splits`` puts each dataset's files unless told otherwise: one folder per
+dataset, since both datasets' files have the same names."""
+
+
+def unpublished(dataset: str, protocol: str) -> str | None:
+    """Why ``protocol`` has no published files for ``dataset`` (what to do instead), or None."""
+    if protocol in OFFICIAL_FILES[dataset]:
+        return None
+    published = ", ".join(OFFICIAL_FILES[dataset])
+    return (
+        f"{protocol} has no published split of {dataset} (its authors publish none; published: {published}); "
+        f"set splits.source=generated to draw it by the protocol's rule with the seed"
+    )
 
 
 class FetchError(RuntimeError):
@@ -131,32 +208,41 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def fetch_splits(protocol: str | None, dest: Path, base_url: str = GITHUB_RAW) -> list[Path]:
-    """Download the official split files of ``protocol`` (all protocols if None) into ``dest``.
+def fetch_splits(
+    protocol: str | None, dest: Path, base_url: str = GITHUB_RAW, dataset: str = "mvsa-single"
+) -> list[Path]:
+    """Download ``dataset``'s official split files of ``protocol`` (all its protocols if None) into ``dest``.
 
     Files already present with the pinned checksum are kept, so the command can be re-run after a
     partial download. Each file is written to a temporary file next to its target and moved into
     place only once its checksum matches: a failed or tampered download never leaves a file that
     the ``split`` stage would read. ``base_url`` replaces the GitHub raw host (a mirror, or
-    ``file://`` URLs in tests). Returns the paths of all files of the protocol(s).
+    ``file://`` URLs in tests). Returns the paths of all files of the protocol(s). Raises ValueError
+    for an unknown dataset or protocol, or one without published files (QMF's on MVSA-Multiple).
     """
-    if protocol is not None and protocol not in OFFICIAL_FILES:
-        raise ValueError(f"unknown split protocol {protocol!r}; choose one of: {', '.join(OFFICIAL_FILES)}")
-    protocols = list(OFFICIAL_FILES) if protocol is None else [protocol]
+    if dataset not in OFFICIAL_FILES:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(OFFICIAL_FILES)}")
+    known = {name for files in OFFICIAL_FILES.values() for name in files}
+    if protocol is not None and protocol not in known:
+        raise ValueError(f"unknown split protocol {protocol!r}; choose one of: {', '.join(sorted(known))}")
+    if protocol is not None and (reason := unpublished(dataset, protocol)):
+        raise ValueError(reason)
+    releases = OFFICIAL_FILES[dataset]
+    protocols = list(releases) if protocol is None else [protocol]
     paths = []
     for name in protocols:
-        for official in OFFICIAL_FILES[name]:
+        for official in releases[name]:
             target = dest / official.dest
             if target.is_file() and file_sha256(target) == official.sha256:
                 log.info("kept %s (checksum ok)", target)
             else:
-                _download(official, base_url, dest)
+                _download(official, base_url, dest, dataset)
                 log.info("downloaded %s", target)
             paths.append(target)
     return paths
 
 
-def _download(official: OfficialFile, base_url: str, dest: Path) -> None:
+def _download(official: OfficialFile, base_url: str, dest: Path, dataset: str) -> None:
     """Stream one file into place via a temporary file, refusing any checksum but the pinned one."""
     url, target = official.url(base_url), dest / official.dest
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -179,8 +265,8 @@ def _download(official: OfficialFile, base_url: str, dest: Path) -> None:
         protocol = PurePosixPath(official.dest).parts[0]
         raise FetchError(
             f"could not download {url} ({exc}). If this machine has no network access, run "
-            f"`llavac fetch-splits {protocol}` on a connected machine and copy the {protocol}/ folder it "
-            f"writes into {dest}/."
+            f"`llavac fetch-splits {protocol} --dataset {dataset}` on a connected machine and copy the {protocol}/ "
+            f"folder it writes into {dest}/."
         ) from exc
     finally:
         tmp.unlink(missing_ok=True)

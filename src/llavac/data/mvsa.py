@@ -1,4 +1,9 @@
-"""The raw MVSA-Single format, record by record: label lines, GBK tweet texts, JPEG images.
+"""The raw MVSA formats, record by record: label lines, GBK tweet texts, JPEG images.
+
+MVSA-Single and MVSA-Multiple share the layout (``labelResultAll.txt`` + ``data/<id>.{txt,jpg}``);
+they differ in the number of annotators per label line: one for MVSA-Single, three for
+MVSA-Multiple (Niu et al. 2016), whose label per modality is the one at least two of the three gave
+(Xu & Mao 2017).
 
 Pure Python so each rule is unit-tested without Spark; ``llavac.data.preprocess`` applies these helpers
 to whole folders. Every way a record can be unusable has a name in ``DROP_REASONS``; a record is
@@ -7,9 +12,12 @@ counted under one reason and skipped, never lost silently.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import re
+import unicodedata
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +28,13 @@ from llavac.labels import LABELS
 LABEL_FILE = "labelResultAll.txt"
 DATA_DIR = "data"
 LABEL_HEADER = "ID\ttext,image"
+"""MVSA-Single's header; MVSA-Multiple's repeats ``text,image`` once per annotator."""
+ANNOTATORS: dict[str, int] = {"mvsa-single": 1, "mvsa-multiple": 3}
+"""Annotations (``<text label>,<image label>``) per label line, by the ``dataset`` param's value."""
+RAW_FOLDERS: dict[str, str] = {"mvsa-single": "MVSA_Single", "mvsa-multiple": "MVSA_Multiple"}
+"""The folder each dataset is usually unpacked into (what the preprocess stage suggests for ``data.raw_dir``)."""
+DATASET_NAMES: dict[str, str] = {"mvsa-single": "MVSA-Single", "mvsa-multiple": "MVSA-Multiple"}
+"""How reports and messages name each dataset."""
 SYNTHETIC_MARKER = "SYNTHETIC.json"
 """Written by the ``sample`` stage beside the label file; the real dataset has no such file. The data
 says what it is: preprocessing records it in metrics/data.json, and the report takes it from there."""
@@ -33,6 +48,8 @@ EMPTY_TEXT = "empty_text"
 UNDECODABLE_TEXT = "undecodable_text"
 TEXT_TOO_LONG = "text_too_long"
 CORRUPT_IMAGE = "corrupt_image"
+NO_MAJORITY_TEXT = "no_majority_text"
+NO_MAJORITY_IMAGE = "no_majority_image"
 LABEL_CONFLICT = "label_conflict"
 
 DROP_REASONS: tuple[str, ...] = (
@@ -45,9 +62,14 @@ DROP_REASONS: tuple[str, ...] = (
     UNDECODABLE_TEXT,
     TEXT_TOO_LONG,
     CORRUPT_IMAGE,
+    NO_MAJORITY_TEXT,
+    NO_MAJORITY_IMAGE,
     LABEL_CONFLICT,
 )
 """In order of precedence: a record with several problems is counted under the first one."""
+
+MAJORITY_REASONS: tuple[str, ...] = (NO_MAJORITY_TEXT, NO_MAJORITY_IMAGE)
+"""Only a layout with several annotators per line has them (``drop_reasons``)."""
 
 MAX_TEXT_CHARS = 1000
 """A tweet has at most 280 characters (140 when MVSA was collected); a text file far longer is not a
@@ -55,16 +77,27 @@ tweet, and would crash or silently overflow the model hours later (one 1 MB text
 
 REPLACEMENT_CHARACTER = "\ufffd"
 DECODED_AS_UTF8 = "decoded as utf-8"
+BYTE_ORDER_MARKS: tuple[tuple[bytes, str], ...] = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16 LE, whose BOM is its prefix
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+"""A file that starts with one of these says its encoding; each codec consumes its BOM."""
+ALLOWED_CONTROLS = frozenset("\t\n\r")
+"""The only control characters (Unicode category Cc) a tweet may hold: a tweet can span lines."""
 
-_LABEL_LINE = re.compile(r"(\d+)\t([^,\s]+),([^,\s]+)")
+_ID = re.compile(r"\d+")
+_ANNOTATION = re.compile(r"([^,\s]+),([^,\s]+)")
 
 
 class LabelRow(NamedTuple):
-    """One annotation of ``labelResultAll.txt``."""
+    """One line of ``labelResultAll.txt``: per modality, the annotators' majority label or ``None``."""
 
     id: int
-    text_label: str
-    image_label: str
+    text_label: str | None
+    image_label: str | None
 
 
 class ImageInfo(NamedTuple):
@@ -75,14 +108,42 @@ class ImageInfo(NamedTuple):
     sha256: str
 
 
-def check_raw_layout(raw_dir: Path) -> None:
-    """Fail early, naming the missing piece, when ``raw_dir`` is not an MVSA-Single folder."""
-    expected = f"the MVSA-Single raw layout ({LABEL_FILE} and {DATA_DIR}/<id>.txt, {DATA_DIR}/<id>.jpg)"
+def check_raw_layout(raw_dir: Path, annotators: int = 1) -> None:
+    """Fail early, naming the missing piece, when ``raw_dir`` is not an MVSA folder with ``annotators``
+    annotations per label line.
+
+    Raises FileNotFoundError for a missing folder or file, ValueError for a label file in UTF-16 or
+    UTF-32 (Spark's text reader reads UTF-8; a UTF-8 BOM is fine) or whose header names another
+    number of annotators (MVSA-Single's folder given for MVSA-Multiple, or the reverse).
+    """
+    expected = f"the MVSA raw layout ({LABEL_FILE} and {DATA_DIR}/<id>.txt, {DATA_DIR}/<id>.jpg)"
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"raw data folder {raw_dir} does not exist; it must hold {expected}")
     for needed, is_there in ((raw_dir / LABEL_FILE, Path.is_file), (raw_dir / DATA_DIR, Path.is_dir)):
         if not is_there(needed):
             raise FileNotFoundError(f"{needed} not found; {raw_dir} must hold {expected}")
+    with open(raw_dir / LABEL_FILE, "rb") as f:
+        first_line = f.readline(4096)
+    encoding = next((codec for bom, codec in BYTE_ORDER_MARKS if first_line.startswith(bom)), None)
+    if encoding in ("utf-16", "utf-32"):
+        raise ValueError(
+            f"{raw_dir / LABEL_FILE} is {encoding.upper()} (its byte order mark says so); save it as UTF-8, "
+            f"e.g. `iconv -f {encoding.upper()} -t UTF-8`"
+        )
+    header = first_line.decode("utf-8", errors="replace")
+    if is_label_header(header) and (found := len(_fields(header)) - 1) != annotators:
+        named = {count: dataset for dataset, count in ANNOTATORS.items()}
+        raise ValueError(
+            f"the header of {raw_dir / LABEL_FILE} names {found} annotator(s) per line "
+            f"({named.get(found, 'neither MVSA dataset')}), but the dataset param expects {annotators} "
+            f"({named.get(annotators)}): set `dataset` to the folder's dataset, or `data.raw_dir` to the other folder"
+        )
+
+
+def drop_reasons(annotators: int) -> tuple[str, ...]:
+    """The reasons a layout with ``annotators`` annotations per line can drop a record for, in
+    ``DROP_REASONS`` order: without several annotators there is always a majority."""
+    return tuple(reason for reason in DROP_REASONS if annotators > 1 or reason not in MAJORITY_REASONS)
 
 
 def is_synthetic(raw_dir: Path) -> bool:
@@ -90,36 +151,65 @@ def is_synthetic(raw_dir: Path) -> bool:
     return (raw_dir / SYNTHETIC_MARKER).is_file()
 
 
+def _fields(line: str) -> list[str]:
+    """A label line's tab-separated fields, without the surrounding whitespace (a CRLF's ``\\r``)
+    or a UTF-8 byte order mark (which an editor may have put before the header)."""
+    return line.lstrip(codecs.BOM_UTF8.decode()).strip().split("\t")
+
+
 def is_label_header(line: str) -> bool:
-    """The first line of ``labelResultAll.txt`` names the columns; it is not a record."""
-    return line.strip().lower() == LABEL_HEADER.lower()
+    """The first line of ``labelResultAll.txt`` names the columns (``ID`` then ``text,image`` once
+    per annotator); it is not a record."""
+    fields = [field.strip().lower() for field in _fields(line)]
+    return len(fields) > 1 and fields[0] == "id" and all(field == "text,image" for field in fields[1:])
 
 
-def parse_label_line(line: str) -> LabelRow | str:
-    """``"<id>\\t<text_label>,<image_label>"`` as a ``LabelRow``, or the reason it cannot be used.
+def majority(labels: list[str]) -> str | None:
+    """The label more than half of ``labels`` agree on (2 of MVSA-Multiple's 3), or ``None``."""
+    label, count = Counter(labels).most_common(1)[0]
+    return label if 2 * count > len(labels) else None
 
-    Surrounding whitespace (a CRLF's ``\\r``) is ignored. Labels are case-sensitive, as in the
-    original file, so ``Positive`` or ``happy`` is an ``unknown_label`` rather than a guess.
+
+def parse_label_line(line: str, annotators: int = 1) -> LabelRow | str:
+    """``"<id>\\t<text>,<image>"`` (``annotators`` times) as a ``LabelRow``, or the reason it cannot be used.
+
+    A line without exactly ``annotators`` annotations (one missing, or an extra one) is malformed: the
+    2-of-3 rule is defined on three. Labels are case-sensitive, as in the original file, so
+    ``Positive`` or ``happy`` is an ``unknown_label`` rather than a guess. Per modality the row
+    holds the majority label (``majority``), ``None`` where there is none (``positive/neutral/negative``).
     """
-    match = _LABEL_LINE.fullmatch(line.strip())
-    if match is None:
+    record_id, *annotations = _fields(line)
+    matches = [_ANNOTATION.fullmatch(annotation) for annotation in annotations]
+    if not _ID.fullmatch(record_id) or len(matches) != annotators or None in matches:
         return MALFORMED_LABEL_LINE
-    text_label, image_label = match.group(2), match.group(3)
-    if text_label not in LABELS or image_label not in LABELS:
+    labels = [match.groups() for match in matches if match is not None]
+    if any(label not in LABELS for pair in labels for label in pair):
         return UNKNOWN_LABEL
-    return LabelRow(int(match.group(1)), text_label, image_label)
+    text_labels, image_labels = zip(*labels, strict=True)
+    return LabelRow(int(record_id), majority(list(text_labels)), majority(list(image_labels)))
 
 
 def decode_text(raw: bytes) -> tuple[str, str | None]:
     """Decode a tweet file and strip it; the note says how, when it was not clean GB18030.
 
-    The files are GBK bytes, decoded as GB18030 (its superset). Strict UTF-8 is tried first all the
-    same: almost any UTF-8 byte string is also valid GB18030, so a re-saved UTF-8 file would
+    A file that starts with a byte order mark (UTF-8, UTF-16 LE/BE, UTF-32) is decoded as the mark
+    says, the mark removed; invalid sequences after it are replaced by U+FFFD and counted in the
+    note. Without a mark, the files are GBK bytes, decoded as GB18030 (its superset). Strict UTF-8
+    is tried first all the same: almost any UTF-8 byte string is also valid GB18030, so a re-saved UTF-8 file would
     otherwise be silently garbled (``😡 周末`` -> ``馃槨 鍛ㄦ湯``), while GBK text with non-ASCII
     characters is practically never valid UTF-8 (none of MVSA-Single's is). Anything valid in
     neither (id 5084 of the real data ends in such bytes) is decoded as GB18030 with each bad
-    sequence replaced by U+FFFD, keeping the readable part of the tweet. Never raises.
+    sequence replaced by U+FFFD, keeping the readable part of the tweet. Never raises. What is
+    decoded may still hold control characters (UTF-16 without a mark decodes as UTF-8 with a NUL
+    in every other place): ``text_drop_reason`` refuses those. The preprocess stage and
+    ``llavac classify``'s folder input both read tweets with this function.
     """
+    encoding = next((codec for bom, codec in BYTE_ORDER_MARKS if raw.startswith(bom)), None)
+    if encoding is not None:
+        text = raw.decode(encoding, errors="replace")
+        replaced = text.count(REPLACEMENT_CHARACTER) - raw.decode(encoding, errors="ignore").count(REPLACEMENT_CHARACTER)
+        note = f"decoded as {encoding.removesuffix('-sig')} by its byte order mark"
+        return text.strip(), note + (f", {replaced} invalid sequence(s) replaced" if replaced else "")
     for encoding in ("utf-8", "gb18030"):
         try:
             text = raw.decode(encoding)
@@ -134,15 +224,23 @@ def text_drop_reason(text: str) -> str | None:
     """Why a decoded tweet cannot be used, or ``None`` when it can.
 
     Replaced bytes alone do not drop a tweet (its readable words still carry the sentiment); a
-    tweet with nothing but replacement characters and whitespace carries none and is dropped.
+    tweet with nothing but replacement characters and whitespace carries none and is dropped as
+    ``undecodable_text``. So is one holding a control character other than tab and line breaks
+    (NUL, ESC, ...): no tweet holds one, so its bytes were in an encoding we could not identify
+    (UTF-16 without a byte order mark), and what was decoded is not the tweet.
     """
     if not text:
         return EMPTY_TEXT
-    if not text.replace(REPLACEMENT_CHARACTER, "").strip():
+    if not text.replace(REPLACEMENT_CHARACTER, "").strip() or has_control_characters(text):
         return UNDECODABLE_TEXT
     if len(text) > MAX_TEXT_CHARS:
         return TEXT_TOO_LONG
     return None
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a control character (Unicode category Cc) other than ``ALLOWED_CONTROLS``."""
+    return any(unicodedata.category(char) == "Cc" and char not in ALLOWED_CONTROLS for char in text)
 
 
 def inspect_image(raw: bytes) -> ImageInfo | str:

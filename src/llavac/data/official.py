@@ -1,4 +1,7 @@
-"""The published split files of the three protocols, read into :class:`~llavac.data.protocols.Split`.
+"""The published split files of the protocols, read into :class:`~llavac.data.protocols.Split`.
+
+MVSA-Single's and MVSA-Multiple's files have the same formats (Cheema's pair list and row-index
+files, CLMLF's JSON), so one reader per protocol serves both; only the pinned files differ.
 
 The files (fetched and checked by ``llavac fetch-splits``, pinned in ``llavac.data.fetch``) say which
 ids go where and which labels their authors used. The rows themselves are taken from our pairs by
@@ -16,7 +19,7 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from llavac.data.fetch import OFFICIAL_FILES
+from llavac.data.fetch import OFFICIAL_FILES, unpublished
 from llavac.data.protocols import CHEEMA_FOLDS, PARTS, STRATUM, Split, sorted_split
 from llavac.labels import LABELS, TASKS
 
@@ -50,16 +53,22 @@ class OfficialSet:
     """Per split, our part name -> the published ids."""
 
 
-def official_files(protocol: str, splits_dir: Path) -> dict[Path, str]:
-    """Path -> published SHA-256 of every official file of ``protocol``; all must be present."""
-    files = {splits_dir / official.dest: official.sha256 for official in OFFICIAL_FILES[protocol]}
+def official_files(protocol: str, splits_dir: Path, dataset: str = "mvsa-single") -> dict[Path, str]:
+    """Path -> published SHA-256 of every official file of ``dataset``'s ``protocol``; all must be present.
+
+    Raises ValueError when the protocol publishes no split of the dataset (QMF's on MVSA-Multiple),
+    FileNotFoundError when a file is missing.
+    """
+    if reason := unpublished(dataset, protocol):
+        raise ValueError(reason)
+    files = {splits_dir / official.dest: official.sha256 for official in OFFICIAL_FILES[dataset][protocol]}
     missing = [str(path) for path in files if not path.is_file()]
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise FileNotFoundError(
-            f"the official {protocol} split files are missing: {shown}. Run `llavac fetch-splits {protocol} "
-            f"--dest {splits_dir}` (on a machine with network access, then copy them here), "
-            "or set splits.source=generated."
+            f"the official {protocol} split files of {dataset} are missing: {shown}. Run `llavac fetch-splits "
+            f"{protocol} --dataset {dataset} --dest {splits_dir}` (on a machine with network access, then copy them "
+            "here), or set splits.source=generated."
         )
     return files
 
@@ -198,13 +207,15 @@ def label_mismatches(labels: pd.DataFrame, pairs: pd.DataFrame) -> list[Mismatch
     return sorted(mismatches, key=lambda mismatch: (mismatch.id, mismatch.problem))
 
 
-def official_splits(pairs: pd.DataFrame, protocol: str, splits_dir: Path) -> tuple[list[Split], list[Mismatch]]:
-    """The published splits of ``protocol`` from ``splits_dir/<protocol>/``, rows taken from ``pairs``.
+def official_splits(
+    pairs: pd.DataFrame, protocol: str, splits_dir: Path, dataset: str = "mvsa-single"
+) -> tuple[list[Split], list[Mismatch]]:
+    """``dataset``'s published splits of ``protocol`` from ``splits_dir/<protocol>/``, rows taken from ``pairs``.
 
     Published ids our pairs lack are left out and reported; rows keep our labels, and published
     labels that differ are reported. The caller decides whether mismatches are acceptable.
     """
-    official_files(protocol, splits_dir)
+    official_files(protocol, splits_dir, dataset)
     official = _READERS[protocol](splits_dir / protocol)
     _require_disjoint(official, protocol)
     splits = [

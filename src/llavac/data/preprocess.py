@@ -1,4 +1,4 @@
-"""The preprocess stage's library: a raw MVSA-Single folder -> one row per usable pair, and counts, on Spark.
+"""The preprocess stage's library: a raw MVSA folder -> one row per usable pair, and counts, on Spark.
 
 Spark does the heavy, parallel part: it reads the label file with its text reader and every tweet and
 image with the ``binaryFile`` source, decodes and validates them in ``mapInPandas`` (Arrow batches,
@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +70,23 @@ def spark_session(master: str, partitions: int) -> SparkSession:
     return spark
 
 
-def preprocess(spark: SparkSession, raw_dir: Path, out_path: Path) -> dict[str, Any]:
+def preprocess(spark: SparkSession, raw_dir: Path, out_path: Path, dataset: str = "mvsa-single") -> dict[str, Any]:
     """Write the usable pairs of ``raw_dir`` to the Parquet file ``out_path``; return the counts.
 
-    Every label row ends up either as a pair or under exactly one reason of ``mvsa.DROP_REASONS``
-    (the first that applies). An id with several label rows is ambiguous, so all its rows are
+    ``dataset`` (a key of ``mvsa.ANNOTATORS``) says how many annotations each label line holds;
+    MVSA-Multiple's three give one label per modality by majority (``mvsa.parse_label_line``) before
+    the combination rule. Every label row ends up either as a pair or under exactly one reason of
+    ``mvsa.drop_reasons`` (the first that applies). An id with several label rows is ambiguous, so all its rows are
     dropped as ``duplicate_id``. Texts whose invalid bytes were replaced are kept and counted.
     The counts start with ``synthetic_sample``: whether ``raw_dir`` is the embedded sample (it
     carries ``mvsa.SYNTHETIC_MARKER``), so that what is built from the counts can say so.
     """
-    mvsa.check_raw_layout(raw_dir)
+    annotators = mvsa.ANNOTATORS[dataset]
+    mvsa.check_raw_layout(raw_dir, annotators)
     data_dir = (raw_dir / mvsa.DATA_DIR).resolve()
-    labels = spark.read.text(str((raw_dir / mvsa.LABEL_FILE).resolve())).mapInPandas(_parse_labels, _LABELS_SCHEMA)
+    labels = spark.read.text(str((raw_dir / mvsa.LABEL_FILE).resolve())).mapInPandas(
+        partial(_parse_labels, annotators=annotators), _LABELS_SCHEMA
+    )
     texts = _data_files(spark, data_dir, "txt").mapInPandas(_decode_texts, _TEXTS_SCHEMA)
     images = _data_files(spark, data_dir, "jpg").mapInPandas(_inspect_images, _IMAGES_SCHEMA)
     rows = labels.join(texts, "id", "left").join(images, "id", "left").toPandas()
@@ -93,16 +99,17 @@ def preprocess(spark: SparkSession, raw_dir: Path, out_path: Path) -> dict[str, 
              len(rows), len(listed["text"]), len(listed["image"]), raw_dir)
 
     rows["multimodal_label"] = [
-        label_rule(text, image) if isinstance(text, str) else None
+        label_rule(text, image) if isinstance(text, str) and isinstance(image, str) else None
         for text, image in zip(rows["text_label"], rows["image_label"])
     ]
-    rows["drop_reason"] = _drop_reasons(rows, listed)
+    reasons = mvsa.drop_reasons(annotators)
+    rows["drop_reason"] = _drop_reasons(rows, listed, reasons)
     pairs = rows[rows["drop_reason"].isna()].sort_values("id").reset_index(drop=True)
     table = pa.Table.from_pandas(pairs[PAIRS_SCHEMA.names], schema=PAIRS_SCHEMA, preserve_index=False)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table.replace_schema_metadata(), out_path)  # plain Arrow types, not the pandas nullable ones
     _log_details(rows)
-    return {"synthetic_sample": mvsa.is_synthetic(raw_dir), **_metrics(rows, pairs, listed)}
+    return {"synthetic_sample": mvsa.is_synthetic(raw_dir), **_metrics(rows, pairs, listed, reasons)}
 
 
 def _data_files(spark: SparkSession, data_dir: Path, extension: str) -> DataFrame:
@@ -120,13 +127,14 @@ def _file_ids(paths: pd.Series) -> pd.Series:
     return pd.to_numeric(ids, errors="coerce").astype("Int64")
 
 
-def _parse_labels(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Label lines -> id and labels, or the reason the line is unusable. Header and blank lines are not records."""
+def _parse_labels(batches: Iterator[pd.DataFrame], annotators: int) -> Iterator[pd.DataFrame]:
+    """Label lines -> id and (majority) labels, or the reason the line is unusable. Header and blank
+    lines are not records."""
     for batch in batches:
         lines = batch["value"][[not mvsa.is_label_header(line) and line.strip() != "" for line in batch["value"]]]
         if lines.empty:  # an untyped empty frame would not convert to the schema
             continue
-        parsed = [mvsa.parse_label_line(line) for line in lines]
+        parsed = [mvsa.parse_label_line(line, annotators) for line in lines]
         rows = [row if isinstance(row, mvsa.LabelRow) else mvsa.LabelRow(None, None, None) for row in parsed]
         yield pd.DataFrame(
             {
@@ -170,8 +178,10 @@ def _inspect_images(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         )
 
 
-def _drop_reasons(rows: pd.DataFrame, listed: dict[str, pd.Series]) -> pd.Series:
-    """The first reason of ``mvsa.DROP_REASONS`` that applies to each label row, or null.
+def _drop_reasons(rows: pd.DataFrame, listed: dict[str, pd.Series], reasons: tuple[str, ...]) -> pd.Series:
+    """The first of ``reasons`` (in ``mvsa.DROP_REASONS`` order) that applies to each label row, or null.
+
+    A well-formed line without a majority label for a modality holds null there (``no_majority_*``).
 
     ``listed`` holds the ids of every file in data/: a listed text that was not read is a
     zero-byte file (empty), a listed image that was not read is a zero-byte (corrupt) image.
@@ -186,12 +196,14 @@ def _drop_reasons(rows: pd.DataFrame, listed: dict[str, pd.Series]) -> pd.Series
         mvsa.UNDECODABLE_TEXT: rows["text_reason"] == mvsa.UNDECODABLE_TEXT,
         mvsa.TEXT_TOO_LONG: rows["text_reason"] == mvsa.TEXT_TOO_LONG,
         mvsa.CORRUPT_IMAGE: rows["image_path"].isna() | (rows["image_reason"] == mvsa.CORRUPT_IMAGE),
+        mvsa.NO_MAJORITY_TEXT: rows["label_reason"].isna() & rows["text_label"].isna(),
+        mvsa.NO_MAJORITY_IMAGE: rows["label_reason"].isna() & rows["image_label"].isna(),
         mvsa.LABEL_CONFLICT: rows["multimodal_label"].isna(),
     }
-    reasons = pd.Series(None, index=rows.index, dtype=object)
-    for reason in reversed(mvsa.DROP_REASONS):  # the first reason that applies is written last
-        reasons[checks[reason].fillna(False).astype(bool)] = reason
-    return reasons
+    drop_reason = pd.Series(None, index=rows.index, dtype=object)
+    for reason in reversed(reasons):  # the first reason that applies is written last
+        drop_reason[checks[reason].fillna(False).astype(bool)] = reason
+    return drop_reason
 
 
 def _counts(values: pd.Series) -> dict[str, int]:
@@ -199,8 +211,13 @@ def _counts(values: pd.Series) -> dict[str, int]:
     return {label: int((values == label).sum()) for label in LABELS}
 
 
-def _metrics(rows: pd.DataFrame, pairs: pd.DataFrame, listed: dict[str, pd.Series]) -> dict[str, Any]:
+def _metrics(
+    rows: pd.DataFrame, pairs: pd.DataFrame, listed: dict[str, pd.Series], reasons: tuple[str, ...]
+) -> dict[str, Any]:
     """``metrics/data.json``: rows in, pairs out, each drop by reason, and the label distributions.
+
+    ``raw_labels`` counts, per modality, the labels of the well-formed rows (MVSA-Multiple's
+    majority labels; a row without one is not counted for that modality).
 
     ``unmatched_files`` counts files in data/ that no well-formed label row names (the real data
     has files for ids missing from the label file, and the files of malformed rows end up here).
@@ -211,7 +228,7 @@ def _metrics(rows: pd.DataFrame, pairs: pd.DataFrame, listed: dict[str, pd.Serie
         "valid_pairs": len(pairs),
         "pairs_by_label": {task: _counts(pairs[f"{task}_label"]) for task in ("multimodal", "text", "image")},
         "raw_labels": {task: _counts(well_formed[f"{task}_label"]) for task in ("text", "image")},
-        "dropped": {reason: int((rows["drop_reason"] == reason).sum()) for reason in mvsa.DROP_REASONS},
+        "dropped": {reason: int((rows["drop_reason"] == reason).sum()) for reason in reasons},
         "texts_with_replacement": int(pairs["text"].str.contains(mvsa.REPLACEMENT_CHARACTER, regex=False).sum()),
         "texts_decoded_as_utf8": int((pairs["text_note"] == mvsa.DECODED_AS_UTF8).sum()),
         "unmatched_files": {kind: int((~ids.isin(well_formed["id"])).sum()) for kind, ids in listed.items()},

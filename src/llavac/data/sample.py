@@ -1,4 +1,5 @@
-"""A synthetic dataset in the exact raw MVSA-Single layout, so the whole pipeline runs without the real data.
+"""A synthetic dataset in the exact raw MVSA-Single or MVSA-Multiple layout, so the whole pipeline runs
+without the real data.
 
 The sentiment is learnable on purpose, and independently per side: the tweet's label is carried by
 its words (a small lexicon), the image's label by its colours and the face drawn on it (big enough
@@ -6,6 +7,8 @@ differences to survive a 32x32 downscale). Real-data nuisances are reproduced: G
 links, hashtags, emoji already turned into ``?``, a ``…`` ending a truncated tweet, Chinese words,
 non-square images, ids with gaps, CRLF line endings, text/image disagreements including
 positive-vs-negative conflicts, and one record of each kind of breakage preprocessing must report.
+In the MVSA-Multiple layout each line holds three annotations whose majority is the pair's label
+per side: most agree, many have one dissenting annotator, and a few sides have no majority at all.
 Everything follows from ``seed``: the same arguments write byte-identical files.
 """
 
@@ -21,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from llavac.data import mvsa
 from llavac.files import write_json
-from llavac.labels import label_rule
+from llavac.labels import LABELS, label_rule
 
 MIN_PAIRS = 20
 """Room for every label combination and, apart from the conflicts, one record of each breakage."""
@@ -90,10 +93,20 @@ _UNDECODABLE_BYTES = b"\x81\x20" * 8
 """Invalid even as GB18030 (0x81 is a lead byte, 0x20 cannot follow it) and invalid UTF-8."""
 
 SPLITS_README = (
-    "The official split files (cheema, random/CLMLF, zhang/QMF) list ids of the real MVSA-Single\n"
+    "The official split files (cheema, random/CLMLF, zhang/QMF) list ids of the real {dataset}\n"
     "data and do not apply to this synthetic sample: use `splits.source: generated` with it.\n"
     "This folder exists because the split stage depends on the splits directory.\n"
 )
+SAMPLE_FOLDER = "MVSA_Single"
+"""The sample's raw folder, whichever layout it is written in: ``data.raw_dir``'s default points
+here, so ``-S dataset=mvsa-multiple`` alone switches the embedded pipeline to MVSA-Multiple."""
+
+NO_MAJORITY_SHARE = 0.04
+"""Of the pairs without another problem, the share whose text (and, separately, image) annotations
+are three different labels; the real MVSA-Multiple drops 2,575 of 19,600 raw pairs for this and
+for conflicts together (docs/mvsa-multiple.md)."""
+DISSENT_SHARE = 0.3
+"""Of the other sides, the share with one annotator out of three disagreeing (still a majority)."""
 
 
 @dataclass(frozen=True)
@@ -119,14 +132,19 @@ class SampleSummary:
         return self.label_rows - sum(len(ids) for ids in self.drops.values())
 
 
-def write_sample(out_dir: Path, n_pairs: int, seed: int, min_side: int, max_side: int) -> SampleSummary:
-    """Write ``out_dir/MVSA_Single`` (``n_pairs`` label rows, and ``mvsa.SYNTHETIC_MARKER`` saying
-    what it is) and ``out_dir/splits/README.txt``.
+def write_sample(
+    out_dir: Path, n_pairs: int, seed: int, min_side: int, max_side: int, dataset: str = "mvsa-single"
+) -> SampleSummary:
+    """Write ``out_dir/MVSA_Single`` (``n_pairs`` label rows in ``dataset``'s layout, and
+    ``mvsa.SYNTHETIC_MARKER`` saying what it is) and ``out_dir/splits/README.txt``.
 
     Image sides are drawn from ``[min_side, max_side]`` and never equal, since the model pads
     images to square and must be fed non-square ones. ``out_dir`` must be absent or empty, so no
-    stale file of an earlier, larger sample survives.
+    stale file of an earlier, larger sample survives. The MVSA-Multiple annotations are drawn
+    from their own generator (seeded by ``seed`` too), after everything both layouts share: its
+    texts and images are MVSA-Single's of the same seed.
     """
+    annotators = mvsa.ANNOTATORS[dataset]
     if n_pairs < MIN_PAIRS:
         raise ValueError(f"n_pairs={n_pairs}: a sample needs at least {MIN_PAIRS} pairs")
     if not 8 <= min_side < max_side:
@@ -134,7 +152,7 @@ def write_sample(out_dir: Path, n_pairs: int, seed: int, min_side: int, max_side
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} is not empty; remove it first (dvc repro does) to write a fresh sample")
     rng = np.random.default_rng(seed)
-    data_dir = out_dir / "MVSA_Single" / mvsa.DATA_DIR
+    data_dir = out_dir / SAMPLE_FOLDER / mvsa.DATA_DIR
     data_dir.mkdir(parents=True)
 
     ids = _ids_with_gaps(n_pairs - 1, rng)  # the duplicated id adds the last row
@@ -156,21 +174,27 @@ def write_sample(out_dir: Path, n_pairs: int, seed: int, min_side: int, max_side
     text_label, image_label = labels[duplicated]
     rows.append((ids[duplicated], _other_label(text_label), image_label, None))  # a late re-annotation
 
-    lines = [mvsa.LABEL_HEADER, *(_label_line(*row) for row in rows)]
+    clean = sorted(set(range(len(ids))) - conflicts - set(breakage))
+    annotations, no_majority = _annotations(rows, clean, annotators, np.random.default_rng((seed, annotators)))
+    header = "\t".join(["ID", *["text,image"] * annotators])
+    lines = [header, *(_label_line(row[0], votes, row[3]) for row, votes in zip(rows, annotations, strict=True))]
     marker = {"written_by": "llavac.data.sample", "n_pairs": n_pairs, "seed": seed, "sides": [min_side, max_side]}
-    write_json(out_dir / "MVSA_Single" / mvsa.SYNTHETIC_MARKER, marker)
-    (out_dir / "MVSA_Single" / mvsa.LABEL_FILE).write_bytes("".join(f"{line}\r\n" for line in lines).encode("ascii"))
+    write_json(out_dir / SAMPLE_FOLDER / mvsa.SYNTHETIC_MARKER, marker)
+    (out_dir / SAMPLE_FOLDER / mvsa.LABEL_FILE).write_bytes("".join(f"{line}\r\n" for line in lines).encode("ascii"))
     (out_dir / "splits").mkdir()
-    (out_dir / "splits" / "README.txt").write_text(SPLITS_README, encoding="utf-8")
+    (out_dir / "splits" / "README.txt").write_text(SPLITS_README.format(dataset=mvsa.DATASET_NAMES[dataset]), encoding="utf-8")
 
     well_formed = [row for row in rows if row[3] not in (mvsa.MALFORMED_LABEL_LINE, mvsa.UNKNOWN_LABEL)]
     drops = {reason: sorted(row[0] for row in rows if row[3] == reason) for reason in _BREAKAGES}
     drops[mvsa.DUPLICATE_ID] *= 2  # its re-annotation row is dropped too
+    drops |= {reason: sorted(ids[k] for k in no_majority[reason]) for reason in no_majority}
     drops[mvsa.LABEL_CONFLICT] = sorted(ids[k] for k in conflicts)
+    lost = {side: {ids[k] for k in no_majority.get(reason, ())}
+            for side, reason in (("text", mvsa.NO_MAJORITY_TEXT), ("image", mvsa.NO_MAJORITY_IMAGE))}
     return SampleSummary(
         label_rows=len(rows),
-        text_labels=dict(sorted(Counter(row[1] for row in well_formed).items())),
-        image_labels=dict(sorted(Counter(row[2] for row in well_formed).items())),
+        text_labels=dict(sorted(Counter(row[1] for row in well_formed if row[0] not in lost["text"]).items())),
+        image_labels=dict(sorted(Counter(row[2] for row in well_formed if row[0] not in lost["image"]).items())),
         drops=drops,
         replaced_text_ids=[ids[k] for k, kind in breakage.items() if kind == _REPLACED_TAIL],
         unlabelled_ids=[unlabelled],
@@ -207,12 +231,45 @@ def _ids_with_gaps(n: int, rng: np.random.Generator) -> list[int]:
     return np.cumsum(steps).tolist()
 
 
-def _label_line(record_id: int, text_label: str, image_label: str, broken: str | None) -> str:
-    if broken == mvsa.MALFORMED_LABEL_LINE:
-        return f"{record_id}\t{text_label}"  # the image label is missing
-    if broken == mvsa.UNKNOWN_LABEL:
-        return f"{record_id}\thappy,{image_label}"
-    return f"{record_id}\t{text_label},{image_label}"
+def _annotations(
+    rows: list[tuple[int, str, str, str | None]], clean: list[int], annotators: int, rng: np.random.Generator
+) -> tuple[list[list[tuple[str, str]]], dict[str, list[int]]]:
+    """Per row, ``annotators`` (text, image) annotations whose majority is the row's labels; and, per
+    ``no_majority_*`` reason, the rows (indices into ``clean``'s range) given three different labels
+    on that side instead. One annotator: the row's labels as they are, and no such rows."""
+    if annotators == 1:
+        return [[(text, image)] for _, text, image, _ in rows], {}
+    chosen = rng.choice(clean, size=2 * max(1, round(NO_MAJORITY_SHARE * len(clean))), replace=False).tolist()
+    no_majority = {mvsa.NO_MAJORITY_TEXT: sorted(chosen[::2]), mvsa.NO_MAJORITY_IMAGE: sorted(chosen[1::2])}
+    annotations = []
+    for k, (_, text, image, _) in enumerate(rows):
+        sides = [
+            _votes(label, annotators, k in no_majority[reason], rng)
+            for label, reason in ((text, mvsa.NO_MAJORITY_TEXT), (image, mvsa.NO_MAJORITY_IMAGE))
+        ]
+        annotations.append(list(zip(*sides, strict=True)))
+    return annotations, no_majority
+
+
+def _votes(label: str, annotators: int, tie: bool, rng: np.random.Generator) -> list[str]:
+    """``annotators`` labels of one side in random order: all three labels once (``tie``), or a
+    majority of ``label`` with at most one dissenting annotator (``DISSENT_SHARE`` of the time)."""
+    if tie:
+        votes = list(LABELS)
+    else:
+        others = [other for other in LABELS if other != label]
+        votes = [label] * (annotators - 1) + [_pick(tuple(others), rng) if rng.random() < DISSENT_SHARE else label]
+    return [votes[i] for i in rng.permutation(len(votes))]
+
+
+def _label_line(record_id: int, annotations: list[tuple[str, str]], broken: str | None) -> str:
+    """One line of labelResultAll.txt: the id, then ``<text>,<image>`` per annotator, tab-separated."""
+    cells = [f"{text},{image}" for text, image in annotations]
+    if broken == mvsa.MALFORMED_LABEL_LINE:  # the image label is missing, or (several annotators) a whole column
+        cells = [cells[0].split(",")[0]] if len(cells) == 1 else cells[:-1]
+    elif broken == mvsa.UNKNOWN_LABEL:
+        cells[0] = "happy," + annotations[0][1]
+    return "\t".join([str(record_id), *cells])
 
 
 def _other_label(label: str) -> str:

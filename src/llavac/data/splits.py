@@ -32,11 +32,18 @@ class SplitMismatchError(ValueError):
 
 
 def split_pairs(
-    pairs_path: Path, splits_dir: Path, out_dir: Path, protocol: str, source: str, seed: int, allow_mismatches: bool
+    pairs_path: Path,
+    splits_dir: Path,
+    out_dir: Path,
+    protocol: str,
+    source: str,
+    seed: int,
+    allow_mismatches: bool,
+    dataset: str = "mvsa-single",
 ) -> list[Split]:
     """Write ``out_dir/manifest.json`` and ``out_dir/<K>/{train,val,test}.parquet``; return the splits.
 
-    ``splits_dir/<protocol>/`` holds the published files when ``source`` is ``official``. Raises
+    ``splits_dir/<protocol>/`` holds ``dataset``'s published files when ``source`` is ``official``. Raises
     SplitMismatchError when they disagree with the pairs, or ValueError when one differs from the
     published file, unless ``allow_mismatches``; ``out_dir`` then holds only the manifest, which
     lists what was wrong. FileNotFoundError or ValueError for missing or malformed input. The
@@ -52,8 +59,8 @@ def split_pairs(
         splits = generated_splits(pairs, protocol, seed)
         log.info("generated %d %s split(s) with seed %d", len(splits), protocol, seed)
     else:
-        splits, mismatches = official_splits(pairs, protocol, splits_dir)
-        inputs |= official_files(protocol, splits_dir)
+        splits, mismatches = official_splits(pairs, protocol, splits_dir, dataset)
+        inputs |= official_files(protocol, splits_dir, dataset)
         log.info("read %d official %s split(s) from %s", len(splits), protocol, splits_dir / protocol)
 
     manifest = split_manifest(
@@ -83,7 +90,8 @@ def split_pairs(
         if altered:
             summary = (
                 f"{len(altered)} official {protocol} file(s) differ from the published ones (SHA-256), e.g. {altered[0]}: "
-                f"truncated or edited? Fetch them again with `llavac fetch-splits {protocol}`"
+                f"truncated or edited, or another dataset's (this is {dataset})? Fetch them again with "
+                f"`llavac fetch-splits {protocol} --dataset {dataset} --dest {splits_dir}`"
             )
             if not allow_mismatches:
                 publish_folder(staging, out_dir)
