@@ -155,7 +155,7 @@ def assert_same_training_items(llava_dir: Path, hf_dir: Path, records: list[dict
     (tmp_path / "data.json").write_text(json.dumps(records))
     reference = llava_side("dataset", llava_dir, tmp_path / "data.json", images, tmp_path / "items.pt")
     inputs = load_inputs(str(hf_dir))
-    batch = TrainingCollator(inputs, images, 4096)(records)
+    batch = TrainingCollator(inputs, images)(records)
     n_image = inputs.n_image_tokens(batch["pixel_values"])
     for row, item in enumerate(reference):
         n = int(batch["attention_mask"][row].sum())
@@ -179,7 +179,7 @@ def test_llavas_dataset_gives_our_ids_labels_and_pixels_on_the_real_vocabulary(r
 def test_the_conversion_gives_llavas_logits(world, tmp_path):
     reference = llava_side("logits", world["llava"], world["root"] / "train.json", world["images"], tmp_path / "logits.pt")
     model = load_base(str(world["hf"]), "fp32").eval()
-    batch = TrainingCollator(load_inputs(str(world["hf"])), world["images"], 512)(world["records"])
+    batch = TrainingCollator(load_inputs(str(world["hf"])), world["images"])(world["records"])
     with torch.inference_mode():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        pixel_values=batch["pixel_values"]).logits

@@ -185,8 +185,9 @@ def import_llava_lora(lora_dir: Path, base: str, out_dir: Path, image_position: 
     if result.unexpected_keys or untouched:
         raise ValueError(f"{lora_dir}: keys with no place in the llava-hf model {sorted(result.unexpected_keys)[:5]}; "
                          f"LoRA weights not in the checkpoint {sorted(untouched)[:5]}")
-    inputs = load_inputs(base)
     llava_config = json.loads((lora_dir / "config.json").read_text())
+    # LLaVA's train.py keeps its --model_max_length in the config: the limit prediction then keeps.
+    inputs = load_inputs(base, model.config, llava_config.get("tokenizer_model_max_length"))
     with folder_written_whole(out_dir) as staging:  # as the hf backend's adapters: whole or not at all
         model.save_pretrained(str(staging))
         save_inputs(inputs, staging)
