@@ -129,10 +129,11 @@ def predict_records(
 ) -> list[dict[str, Any]]:
     """Prediction rows for `records` with a classifier from `load_classifier`.
 
-    A tweet too long for the model's limit is cut as in training (`LlavaInputs.fit`); its row says how
-    many tokens were cut (`truncated_tokens`, 0 for a whole text). Every row carries the label probabilities. `mode` says where the labels come from: `generate`
+    Every row carries the label probabilities. `mode` says where the labels come from: `generate`
     parses the free greedy answer (the paper's protocol: an unreadable answer stays invalid);
-    `score` takes the most probable of the 27 template answers, which is never invalid.
+    `score` takes the most probable of the 27 template answers, which is never invalid. A tweet too
+    long for the model's limit is cut as in training (`LlavaInputs.fit`); each row says how many
+    tokens were cut from it (`truncated_tokens`, 0 for a whole text).
     """
     if mode not in MODES:
         raise ValueError(f"predict mode {mode!r} is not one of: {', '.join(MODES)}")
@@ -142,7 +143,8 @@ def predict_records(
         answers = generate_answers(model, inputs, records, image_folder, batch_size, max_new_tokens)
     else:
         answers = [answer(*score.best) for score in scores]
-    return [{**row, "truncated_tokens": cut} for row, cut in zip(prediction_rows(records, answers, scores), truncated, strict=True)]
+    rows = prediction_rows(records, answers, scores)
+    return [{**row, "truncated_tokens": cut} for row, cut in zip(rows, truncated, strict=True)]
 
 
 def abstain_below(row: dict[str, Any], min_confidence: float) -> dict[str, Any]:

@@ -11,8 +11,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, LlavaConfig, LlavaForConditionalGeneration
-from transformers import ProcessorMixin
+from transformers import (
+    AutoConfig, AutoImageProcessor, AutoProcessor, LlavaConfig, LlavaForConditionalGeneration, ProcessorMixin,
+)
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 from transformers.utils import cached_file
 
@@ -94,11 +95,13 @@ def complete_image_count(processor: ProcessorMixin, name_or_path: str, config: L
     if not missing:
         return
     if config is None or config.vision_config.model_type not in CLS_TOKENS:
+        why = ("there is no model config to take them from" if config is None else
+               f"its vision tower {config.vision_config.model_type!r} is not one of: {', '.join(CLS_TOKENS)}")
         raise ValueError(
             f"{name_or_path}: the processor config lacks {', '.join(missing)}, needed to count an image's positions, "
-            f"and {'there is no model config to take them from' if config is None else 'the vision tower ' + repr(config.vision_config.model_type) + ' is not one of ' + ', '.join(CLS_TOKENS)}; "
-            "add them to processor_config.json (patch_size: the vision tower's; num_additional_image_tokens: 1 for "
-            "CLIP's class token; vision_feature_select_strategy: the model config's, \"default\" for LLaVA-1.5)"
+            f"and {why}; add them to processor_config.json (patch_size: the vision tower's; "
+            "num_additional_image_tokens: 1 for CLIP's class token; vision_feature_select_strategy: the model "
+            "config's, \"default\" for LLaVA-1.5)"
         )
     derived = {
         "patch_size": config.vision_config.patch_size,
