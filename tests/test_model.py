@@ -429,6 +429,17 @@ def test_classify_cli_takes_one_pair_on_the_command_line(adapter, world, tmp_pat
     assert (row["id"], row["image"], row["text"]) == ("1", "1.jpg", TEXTS[1]) and "pred_text" in row
 
 
+def test_classify_cli_cuts_a_text_too_long_for_the_model_and_says_so(adapter, world, tmp_path):
+    """The field report: 999 emoji, ~4,000 ids against 512 positions, once answered silently past them."""
+    from llavac.cli import main
+
+    out = tmp_path / "long.jsonl"
+    main(["classify", "--image", str(world["images"] / "data" / "1.jpg"), "--text", EMOJI_FLOOD, "--adapter", str(adapter),
+          "--out", str(out)])
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["text"] == EMOJI_FLOOD and row["truncated_tokens"] > 3000 and row["pred_multimodal"] in LABELS
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
