@@ -1,7 +1,7 @@
 """Count the lines of a run's output that mention a warning, as a person scanning `make repro` sees them.
 
     make repro 2>&1 | tee repro.log
-    python benchmarks/warning_lines.py repro.log --out benchmarks/results/warning-lines.json
+    python benchmarks/warning_lines.py repro.log --command "make repro" --out benchmarks/results/warning-lines.json
 
 pip's notes about the package indexes configured on this machine ("Location 'file:///...' is ignored")
 are counted apart: they come from the environment's pip configuration, not from the project.
@@ -34,8 +34,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("log", type=Path, help="the run's combined stdout and stderr")
     parser.add_argument("--out", type=Path, required=True, help="results JSON")
+    parser.add_argument("--command", required=True, help="what produced the log, recorded in the results")
     args = parser.parse_args()
-    result = {"log": args.log.name, **count(args.log.read_text(encoding="utf-8", errors="replace").splitlines())}
+    result = {"command": args.command, **count(args.log.read_text(encoding="utf-8", errors="replace").splitlines())}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"{result['warning_lines']} warning lines ({result['pip_index_notes']} pip index notes apart) -> {args.out}")
