@@ -115,7 +115,8 @@ class LlavaInputs:
     def answer_positions(self) -> int:
         """The positions the longest of the 27 template answers takes after the prompt, ``</s>`` included."""
         prompt = len(self.prompt_ids("", 0))
-        return max(len(self.training_ids("", answer(*labels), 0)[0]) - prompt for labels in itertools.product(LABELS, repeat=3))
+        answers = [answer(*labels) for labels in itertools.product(LABELS, repeat=3)]
+        return max(len(self.training_ids("", reply, 0)[0]) - prompt for reply in answers)
 
     def fit(self, human: str) -> Fitted:
         """`human` cut to the model's limit: the prompt, the image's positions and the longest answer must fit
@@ -123,8 +124,8 @@ class LlavaInputs:
 
         The instruction, the image and the answer are never cut (the LLaVA repository cuts the sequence's
         end at `model_max_length`, the answer first). Training and prediction cut alike, so a model
-        sees the same text in both. Raises `PromptTooLong` when even no text does not fit, and ValueError
-        for a message that is not the paper's prompt (`prompt.split_human_turn`).
+        sees the same text in both. Raises `PromptTooLong` when the prompt without any text does not fit,
+        and ValueError for a message that is not the paper's prompt (`prompt.split_human_turn`).
         """
         crop = self.processor.image_processor.crop_size
         n_image = self.image_positions(crop["height"], crop["width"])
@@ -143,7 +144,7 @@ class LlavaInputs:
                 f"positions with no tweet text at all, above the model's limit of {self.max_length}; raise "
                 "model_max_length in the recipe (at most the model's max_position_embeddings)"
             )
-        kept, cut = 0, len(text)  # the longest prefix of the text that fits: kept fits, cut does not
+        kept, cut = 0, len(text)  # bisect for the longest prefix that fits: `kept` fits, `cut` does not
         while cut - kept > 1:
             middle = (kept + cut) // 2
             kept, cut = (middle, cut) if length(head + text[:middle] + tail) <= budget else (kept, middle)
@@ -213,7 +214,8 @@ def fit_records(inputs: LlavaInputs, records: Sequence[dict[str, Any]]) -> tuple
     fitted, truncated = [], []
     for record in records:
         result = inputs.fit(message(record, "human"))
-        turns = [{**turn, "value": result.human} if turn["from"] == "human" else turn for turn in record["conversations"]]
+        turns = [{**turn, "value": result.human} if turn["from"] == "human" else turn
+                 for turn in record["conversations"]]
         fitted.append({**record, "conversations": turns})
         truncated.append(result.truncated_tokens)
     return fitted, truncated
