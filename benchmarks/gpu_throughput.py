@@ -149,7 +149,7 @@ def bench_plain_peft(base: str, recipe: Recipe, records: list[dict], folder: Pat
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
     optimizer = torch.optim.AdamW(optimizer_groups(model, recipe))
-    batch = TrainingCollator(load_inputs(base), folder, recipe.model_max_length)(records[: recipe.per_device_batch_size])
+    batch = TrainingCollator(load_inputs(base), folder)(records[: recipe.per_device_batch_size])
     batch = to_device(batch, model)
 
     def step() -> None:

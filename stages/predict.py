@@ -40,8 +40,9 @@ def main() -> None:
                                    settings.max_new_tokens, part_mode)
             write_jsonl(rows, out)
             unparsed = sum(row[f"pred_{task}"] is None for row in rows for task in TASKS)
-            log.info("split %s: %d %s pairs (%s), %d unparseable slots -> %s", adapter.name, len(rows), part,
-                     part_mode, unparsed, out)
+            cut = sum(row["truncated_tokens"] > 0 for row in rows)
+            log.info("split %s: %d %s pairs (%s), %d unparseable slots, %d texts cut to the model's limit -> %s",
+                     adapter.name, len(rows), part, part_mode, unparsed, cut, out)
 
 
 if __name__ == "__main__":

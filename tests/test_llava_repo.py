@@ -9,13 +9,15 @@ conversion. The two must agree on ids, labels, pixels, logits and greedy answers
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from llavac.cli import main as cli
 from llavac.llava_repo import (
@@ -153,7 +155,7 @@ def assert_same_training_items(llava_dir: Path, hf_dir: Path, records: list[dict
     (tmp_path / "data.json").write_text(json.dumps(records))
     reference = llava_side("dataset", llava_dir, tmp_path / "data.json", images, tmp_path / "items.pt")
     inputs = load_inputs(str(hf_dir))
-    batch = TrainingCollator(inputs, images, 4096)(records)
+    batch = TrainingCollator(inputs, images)(records)
     n_image = inputs.n_image_tokens(batch["pixel_values"])
     for row, item in enumerate(reference):
         n = int(batch["attention_mask"][row].sum())
@@ -177,7 +179,7 @@ def test_llavas_dataset_gives_our_ids_labels_and_pixels_on_the_real_vocabulary(r
 def test_the_conversion_gives_llavas_logits(world, tmp_path):
     reference = llava_side("logits", world["llava"], world["root"] / "train.json", world["images"], tmp_path / "logits.pt")
     model = load_base(str(world["hf"]), "fp32").eval()
-    batch = TrainingCollator(load_inputs(str(world["hf"])), world["images"], 512)(world["records"])
+    batch = TrainingCollator(load_inputs(str(world["hf"])), world["images"])(world["records"])
     with torch.inference_mode():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        pixel_values=batch["pixel_values"]).logits
@@ -249,6 +251,32 @@ def test_import_llava_refuses_what_it_cannot_convert(llava_trained, tmp_path):
     (broken / "adapter_config.json").write_text(json.dumps({"target_modules": ["q_proj"]}))
     with pytest.raises(SystemExit, match="is not a LLaVA LoRA run"):
         cli(["import-llava", str(broken), str(tmp_path / "out"), "--base", "x"])
+
+
+def test_import_reads_a_safetensors_lora_like_the_bin_one(llava_trained, world, tmp_path):
+    """peft >= 0.7 writes adapter_model.safetensors (LLaVA forks on it have no .bin): the same tensors give the same adapter."""
+    run = tmp_path / TRAINED_LLAVA_DIR
+    run.mkdir()
+    for name in ("adapter_config.json", "non_lora_trainables.bin", "config.json"):
+        shutil.copyfile(llava_trained["output_dir"] / name, run / name)
+    lora = torch.load(llava_trained["output_dir"] / "adapter_model.bin", map_location="cpu", weights_only=True)
+    save_file({key: tensor.clone() for key, tensor in lora.items()}, run / "adapter_model.safetensors")
+    import_llava_lora(run, str(world["hf"]), tmp_path / "adapter", "front", {})
+    ours = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    stage = load_file(llava_trained["adapter"] / "adapter_model.safetensors")
+    assert ours.keys() == stage.keys() and all(torch.equal(ours[k], stage[k]) for k in ours)
+
+
+def test_a_trainer_checkpoint_is_refused_naming_the_missing_projector_and_where_llava_writes_it(tmp_path):
+    output_dir = tmp_path / TRAINED_LLAVA_DIR
+    checkpoint = output_dir / "checkpoint-50"  # what LLaVA's Trainer saves every --save_steps: LoRA only
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "adapter_config.json").write_text(json.dumps({"target_modules": ["q_proj"]}))
+    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(2, 2)},
+              checkpoint / "adapter_model.safetensors")
+    with pytest.raises(SystemExit, match=rf"has the LoRA \(adapter_model.safetensors\) but no non_lora_trainables.bin.*"
+                                         rf"only when training ends, into --output_dir \(here {re.escape(str(output_dir))}\)"):
+        cli(["import-llava", str(checkpoint), str(tmp_path / "out"), "--base", "x"])
 
 
 def test_import_refuses_lora_on_other_layers(llava_trained, world, tmp_path):

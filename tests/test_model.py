@@ -3,6 +3,7 @@ resuming, and batched prediction — all on a small random-init llava-hf model b
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -16,15 +17,19 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
-from transformers import AutoProcessor, Trainer, TrainingArguments
+from transformers import AutoProcessor, LlavaConfig, Trainer, TrainingArguments
+from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
 from llavac.model.build import build_llava
-from llavac.model.inputs import IGNORE_INDEX, TrainingCollator, background_colour, pad_to_square
+from llavac.labels import LABELS
+from llavac.model.inputs import (
+    IGNORE_INDEX, PromptTooLong, TrainingCollator, background_colour, fit_records, message, pad_to_square, prompt_batch,
+)
 from llavac.model.adapter_card import read_card
-from llavac.model.loading import load_base, load_inputs
+from llavac.model.loading import IMAGE_COUNT_FIELDS, load_base, load_inputs, sequence_limit
 from llavac.params import Evaluation, Recipe
-from llavac.predict import generate_answers, load_classifier, parse_answer, prediction_rows, score_labels
-from llavac.prompt import llava_record
+from llavac.predict import generate_answers, load_classifier, parse_answer, predict_records, prediction_rows, score_labels
+from llavac.prompt import answer, llava_record, split_human_turn
 from llavac.train import PROJECTOR, add_lora, gradient_accumulation, optimizer_groups, train_split
 
 ARCHITECTURE = {
@@ -80,7 +85,7 @@ def test_built_model_is_a_normal_llava_hf_directory(world):
 def test_training_labels_decode_to_exactly_the_answer_and_eos(world):
     inputs = load_inputs(world["base"])
     tokenizer = inputs.processor.tokenizer
-    batch = TrainingCollator(inputs, world["images"], 512)(world["records"][:5])
+    batch = TrainingCollator(inputs, world["images"])(world["records"][:5])
     assert batch["attention_mask"].sum(1).unique().numel() > 1, "fixture must exercise padding"
     for row, record in enumerate(world["records"][:5]):
         kept = batch["labels"][row][batch["labels"][row] != IGNORE_INDEX]
@@ -92,9 +97,97 @@ def test_training_labels_decode_to_exactly_the_answer_and_eos(world):
         assert torch.equal(batch["input_ids"][row, positions], kept)
 
 
-def test_sequence_above_max_length_is_refused(world):
-    with pytest.raises(ValueError, match="pair 0: .* above model_max_length 20"):
-        TrainingCollator(load_inputs(world["base"]), world["images"], 20)(world["records"][:2])
+EMOJI_FLOOD = "😀" * 999  # a field report: ~4,000 ids with a byte-fallback vocabulary, 8x the tiny model's positions
+
+
+def long_record(world: dict, text: str = EMOJI_FLOOD) -> dict:
+    return llava_record({"id": 99, "text": text, "text_label": "positive", "image_label": "neutral",
+                         "multimodal_label": "positive", "image_path": "data/0.jpg"}, "front")
+
+
+def test_an_over_long_tweet_is_cut_to_the_models_positions_and_nothing_else_is(world):
+    inputs = load_inputs(world["base"])
+    assert inputs.max_length == ARCHITECTURE["text"]["max_position_embeddings"]  # the built tokenizer sets no limit
+    short, long = world["records"][0], long_record(world)
+    with pytest.raises(ValueError, match="pair 99: .* above the limit 512"):  # the collator's guard, unfitted
+        TrainingCollator(inputs, world["images"])([short, long])
+    with pytest.raises(ValueError, match="pair 99: its prompt has .* too many for the limit 512"):  # generation's guard
+        prompt_batch(inputs, [short, long], world["images"])
+    (fitted_short, fitted_long), truncated = fit_records(inputs, [short, long])
+    assert fitted_short == short and truncated[0] == 0
+    head, kept, tail = split_human_turn(message(fitted_long, "human"))
+    assert EMOJI_FLOOD.startswith(kept) and 0 < len(kept) < len(EMOJI_FLOOD)
+    assert (head, tail) == split_human_turn(message(long, "human"))[::2], "only the tweet text is cut"
+    n_image = ARCHITECTURE["vision"]["image_size"] ** 2 // ARCHITECTURE["vision"]["patch_size"] ** 2  # CLS dropped
+    lengths = [len(inputs.training_ids(head + text + tail, answer(*labels), n_image)[0])
+               for text in (kept, EMOJI_FLOOD[: len(kept) + 1]) for labels in itertools.product(LABELS, repeat=3)]
+    assert max(lengths[:27]) <= 512 < max(lengths[27:]), "every answer fits, and one more character would not"
+    full, cut = (len(inputs.prompt_ids(message(r, "human"), n_image)) for r in (long, fitted_long))
+    assert truncated[1] == full - cut > 3000
+    batch = TrainingCollator(inputs, world["images"])([fitted_short, fitted_long])
+    assert batch["input_ids"].shape[1] <= 512 and batch["labels"][1][batch["labels"][1] != IGNORE_INDEX].numel() > 0
+
+
+def test_a_limit_below_the_prompt_and_image_is_one_clear_error(world):
+    inputs = load_inputs(world["base"], model_max_length=40)
+    assert inputs.max_length == 40
+    with pytest.raises(PromptTooLong, match="with no tweet text at all, above the model's limit of 40"):
+        fit_records(inputs, world["records"][:1])
+
+
+def test_the_sequence_limit_is_the_recipes_within_the_models_positions():
+    seven_b = LlavaConfig(text_config={"model_type": "llama", "max_position_embeddings": 4096})
+    assert sequence_limit(2048, seven_b) == 2048  # LLaVA's model_max_length for the 7B run
+    assert sequence_limit(VERY_LARGE_INTEGER, seven_b) == 4096
+    assert sequence_limit(8192, seven_b) == 4096
+    with pytest.raises(ValueError, match="no sequence limit is known"):
+        sequence_limit(VERY_LARGE_INTEGER, None)
+
+
+def test_training_cuts_an_over_long_tweet_and_counts_it_and_prediction_says_so(world, tmp_path):
+    records = [*world["records"][:3], long_record(world)]
+    recipe = replace(RECIPE, epochs=1)
+    result = train_split(world["base"], records, world["images"], tmp_path / "adapter", tmp_path / "ckpt",
+                         tmp_path / "live", recipe, seed=0, **CARD_FACTS)
+    assert (result["steps"], result["truncated_pairs"]) == (1, 1)
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text())["truncated_pairs"] == 1
+    model, inputs = load_classifier(tmp_path / "adapter", Evaluation("fp32", merge_lora=True))
+    assert inputs.max_length == 512
+    rows = predict_records(model, inputs, records, world["images"], 4, 8, "generate")
+    assert [row["truncated_tokens"] > 3000 for row in rows] == [False, False, False, True]
+    assert rows[3]["truncated_tokens"] == fit_records(inputs, records)[1][3]
+
+
+def test_the_image_processor_is_clips_pil_one_even_where_torchvision_would_be_chosen(world, monkeypatch):
+    from transformers.models.auto import image_processing_auto
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    class TorchvisionStandIn(CLIPImageProcessorPil):
+        """Stands in for CLIP's torchvision processor, which this environment cannot import."""
+
+    real = image_processing_auto._load_class_with_fallback
+    monkeypatch.setattr(image_processing_auto, "is_torchvision_available", lambda: True)
+    monkeypatch.setattr(image_processing_auto, "_load_class_with_fallback",
+                        lambda mapping, backend: TorchvisionStandIn if backend == "torchvision" else real(mapping, backend))
+    assert type(AutoProcessor.from_pretrained(world["base"]).image_processor) is TorchvisionStandIn, "what an unpinned load takes"
+    assert type(load_inputs(world["base"]).processor.image_processor) is CLIPImageProcessorPil
+
+
+@pytest.mark.parametrize("dropped", [["patch_size"], ["num_additional_image_tokens"], list(IMAGE_COUNT_FIELDS)])
+def test_an_older_processor_config_counts_image_positions_from_the_vision_config(world, tmp_path, dropped):
+    old = tmp_path / "old"
+    shutil.copytree(world["base"], old)
+    config = json.loads((old / "processor_config.json").read_text())
+    (old / "processor_config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in dropped}))
+    inputs = load_inputs(str(old))
+    model = load_base(str(old), "fp32").eval()
+    batch = prompt_batch(inputs, world["records"][:2], world["images"])
+    assert inputs.n_image_tokens(batch["pixel_values"]) == model.config.image_seq_length == 4
+    with torch.inference_mode():
+        model(**batch)  # the model checks that the image positions match its features
+    (old / "config.json").unlink()  # an adapter-like folder: no model config to take them from
+    with pytest.raises(ValueError, match=f"lacks {', '.join(dropped)}, needed to count an image's positions"):
+        load_inputs(str(old))
 
 
 def test_lora_sits_on_every_language_model_linear_and_nowhere_else(world):
@@ -334,6 +427,17 @@ def test_classify_cli_takes_one_pair_on_the_command_line(adapter, world, tmp_pat
           "--out", str(out)])
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert (row["id"], row["image"], row["text"]) == ("1", "1.jpg", TEXTS[1]) and "pred_text" in row
+
+
+def test_classify_cli_cuts_a_text_too_long_for_the_model_and_says_so(adapter, world, tmp_path):
+    """The field report: 999 emoji, ~4,000 ids against 512 positions, once answered silently past them."""
+    from llavac.cli import main
+
+    out = tmp_path / "long.jsonl"
+    main(["classify", "--image", str(world["images"] / "data" / "1.jpg"), "--text", EMOJI_FLOOD, "--adapter", str(adapter),
+          "--out", str(out)])
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["text"] == EMOJI_FLOOD and row["truncated_tokens"] > 3000 and row["pred_multimodal"] in LABELS
 
 
 @pytest.mark.parametrize(

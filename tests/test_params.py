@@ -59,6 +59,8 @@ def edited(edit) -> dict:
         (lambda p: p["models"]["tiny"].update(pretrained="x"), "models.tiny: give exactly one of `build:` and `pretrained:`"),
         (lambda p: p["sample"].update(min_side=200), "min_side 200 is larger than max_side 96"),
         (lambda p: p["train"].update(launcher="deepspeedx --num_gpus 8"), "'deepspeedx' is not a program on PATH"),
+        (lambda p: p["data"].update(raw_dir="/data/it's"), "data.raw_dir=\"/data/it's\": holds a single quote (')"),
+        (lambda p: p["splits"].update(dir="data/o'clock"), "splits.dir=\"data/o'clock\": holds a single quote (')"),
     ],
 )
 def test_a_bad_param_is_named_with_what_is_allowed(edit, message):
@@ -92,3 +94,9 @@ def test_every_model_block_is_addressable_with_dvc_exp_run_s(name):
     for key in (f"models.{name}.recipe.per_device_batch_size=8", f"models.{name}.evaluation.precision=bf16"):
         override = OverridesParser.create().parse_overrides([key])[0]
         assert override.key_or_group.split(".")[:2] == ["models", name]
+
+
+def test_a_path_with_shell_glob_and_non_ascii_characters_is_a_valid_param():
+    path = '/data/MVSA copy [v2] {a,b} *?, "dq" naïve $HOME `x` \\ 新'
+    params = validate(edited(lambda p: (p["data"].update(raw_dir=path), p["splits"].update(dir=path))))
+    assert params.data.raw_dir == params.splits.dir == path

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from llavac.labels import TASKS
 
@@ -91,3 +92,26 @@ def test_the_default_pipeline_learns_on_the_sample(repo_copy: Path):
     assert all((repo_copy / f"artifacts/adapters/{k}/adapter_model.safetensors").is_file() for k in range(1, 11))
     status = run(["dvc", "status"], repo_copy)
     assert "changed" not in status, status
+
+
+def test_paths_and_values_with_shell_hydra_and_glob_characters_go_through_dvc_into_spark(repo_copy: Path):
+    """`dvc exp run -S` with a raw folder and a splits folder named with every kind of special character
+    (quoted for the shell and for DVC's Hydra override grammar as docs/inputs.md says), and Spark's master
+    `local[1]`: the preprocess and split stages read those folders and no other."""
+    from llavac.data.sample import write_sample
+
+    weird = repo_copy / 'data' / 'MVSA copy [v2] {a,b} *?, "dq" naïve $HOME 新'
+    summary = write_sample(weird, 80, seed=1, min_side=20, max_side=40)
+    def quoted(value: object) -> str:  # Hydra's double-quoted string: a double quote inside is escaped
+        return '"' + str(value).replace('"', '\\"') + '"'
+
+    overrides = [f"data.raw_dir={quoted(weird / 'MVSA_Single')}", f"splits.dir={quoted(weird / 'splits')}",
+                 f"spark.master={quoted('local[1]')}", "protocol=random"]
+    run(["dvc", "exp", "run", *(word for override in overrides for word in ("-S", override)), "split"], repo_copy)
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    assert (params["data"]["raw_dir"], params["spark"]["master"]) == (str(weird / "MVSA_Single"), "local[1]")
+    data = json.loads((repo_copy / "metrics/data.json").read_text())
+    assert data["valid_pairs"] == summary.expected_pairs
+    pairs = pd.read_parquet(repo_copy / "artifacts/pairs.parquet")
+    assert all((weird / "MVSA_Single" / path).is_file() for path in pairs["image_path"])
+    assert (repo_copy / "artifacts/splits/1/test.parquet").is_file()

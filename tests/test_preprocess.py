@@ -173,3 +173,15 @@ def test_stage_fails_when_the_label_file_gives_no_pair(tmp_path: Path, write_mvs
     assert any(line.startswith("error: ") and message in line for line in done.stderr.splitlines()), done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "pairs.parquet").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_a_folder_named_with_glob_and_shell_characters_is_read_as_itself(tmp_path: Path, spark, write_mvsa, jpeg) -> None:
+    """Spark globs the paths it reads: unescaped, `[12]{a,b}*?` would read the decoy folder and not this one."""
+    literal = tmp_path / 'MVSA [12]{a,b}*?, \'q\' "dq" naïve $x 新'
+    decoy = tmp_path / 'MVSA 1aZ, \'q\' "dq" naïve $x 新'  # what the unescaped pattern matches
+    for raw_dir, ids in ((literal, (7, 8)), (decoy, (3,))):
+        write_mvsa(raw_dir, [f"{i}\tpositive,neutral" for i in ids],
+                   {**{f"{i}.txt": b"a tweet" for i in ids}, **{f"{i}.jpg": jpeg(20, 30) for i in ids}})
+    metrics = preprocess(spark, literal, tmp_path / "pairs.parquet")
+    assert metrics["valid_pairs"] == 2
+    assert pd.read_parquet(tmp_path / "pairs.parquet")["id"].tolist() == [7, 8]

@@ -108,7 +108,7 @@ def test_rebuilt_vocabulary_reproduces_the_original_tokenizer(llama_sentencepiec
 
 @pytest.mark.parametrize("position", ["front", "inline"])
 def test_training_ids_and_labels_equal_llavas(base, images, sp, position):
-    batch = TrainingCollator(load_inputs(str(base)), images, 2048)(records(position))
+    batch = TrainingCollator(load_inputs(str(base)), images)(records(position))
     for row, text in enumerate(TEXTS):
         ids, labels = reference_training(sp, human_turn(text, position), ANSWER)
         n = len(ids)
@@ -156,7 +156,7 @@ def test_a_trained_vocabulary_masks_exactly_the_answer(tmp_path, images):
     base = build_llava(tmp_path / "trained", TEXTS * 3, architecture, seed=0)
     inputs = load_inputs(str(base))
     assert inputs.encoder.with_prefix.get_piece_size() == 500
-    batch = TrainingCollator(inputs, images, 2048)(records("front"))
+    batch = TrainingCollator(inputs, images)(records("front"))
     tokenizer = inputs.processor.tokenizer
     for row in range(len(TEXTS)):
         kept = batch["labels"][row][batch["labels"][row] != IGNORE_INDEX]

@@ -36,8 +36,9 @@ def mean_loss(history: Sequence[dict[str, Any]]) -> float:
     return sum(losses) / len(losses) if losses else float("nan")
 
 
-def write_curves(history: Sequence[dict[str, Any]], live_dir: Path) -> None:
-    """Replace `live_dir` with DVCLive curves of `history` (x = optimizer step)."""
+def write_curves(history: Sequence[dict[str, Any]], live_dir: Path, counts: dict[str, int] | None = None) -> None:
+    """Replace `live_dir` with DVCLive curves of `history` (x = optimizer step); `counts` (e.g. the pairs
+    whose text was cut to the model's limit) join the run's summary, `metrics.json`."""
     shutil.rmtree(live_dir, ignore_errors=True)
     live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
     for entry in training_steps(history):
@@ -46,6 +47,8 @@ def write_curves(history: Sequence[dict[str, Any]], live_dir: Path) -> None:
             if name in entry:
                 live.log_metric(name, float(entry[name]))
         live.make_summary()
+    live.summary.update(counts or {})
+    live.make_summary()
     live.end()
 
 

@@ -12,6 +12,7 @@ shared by both backends.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 from peft import get_peft_model, set_peft_model_state_dict
+from safetensors.torch import load_file
 
 from llavac.curves import mean_loss, write_curves
 from llavac.files import folder_written_whole
@@ -33,6 +35,12 @@ LLAVA_VENV = Path(".venv-llava")
 TRAINED_LLAVA_DIR = "llava-lora"
 """LLaVA's own evaluation (`builder.load_pretrained_model`) wants "llava" and "lora" in the folder name."""
 LLAVA_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+LORA_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+"""peft's LoRA weights file: safetensors since peft 0.7 (LLaVA forks on a newer peft), a torch pickle before (peft 0.4-0.6)."""
+NON_LORA_TRAINABLES = "non_lora_trainables.bin"
+"""The trained projector, written by llava/train/train.py once training ends, with `torch.save`."""
+CHECKPOINT = re.compile(r"checkpoint-\d+")
+"""The Trainer's intermediate checkpoint folders inside --output_dir."""
 
 
 def launcher_world_size(launcher: str, visible_gpus: int, hostfile_slots: int | None = None) -> int:
@@ -134,6 +142,13 @@ def projector_key(key: str) -> str:
     return f"{head}multi_modal_projector.{ {'0': 'linear_1', '2': 'linear_2'}[index] }.{parameter}"
 
 
+def read_lora_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A peft LoRA state dict from `adapter_model.safetensors` or (older peft) `adapter_model.bin`."""
+    if path.suffix == ".safetensors":
+        return load_file(path, device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def import_llava_lora(lora_dir: Path, base: str, out_dir: Path, image_position: str, recipe: dict[str, Any]) -> Path:
     """Convert a LLaVA-repository LoRA run into this project's adapter on the llava-hf `base`; return `out_dir`.
 
@@ -142,18 +157,26 @@ def import_llava_lora(lora_dir: Path, base: str, out_dir: Path, image_position: 
     (a key left over or a LoRA weight left untouched is an error, not a silent partial adapter).
     """
     config_file = lora_dir / "adapter_config.json"
-    non_lora_file = lora_dir / "non_lora_trainables.bin"
-    if not config_file.is_file() or not non_lora_file.is_file():
+    non_lora_file = lora_dir / NON_LORA_TRAINABLES
+    weights_file = next((lora_dir / name for name in LORA_WEIGHTS if (lora_dir / name).is_file()), None)
+    if not config_file.is_file() or weights_file is None:
         raise FileNotFoundError(
-            f"{lora_dir} is not a LLaVA LoRA run: it needs adapter_config.json, adapter_model.bin and "
-            "non_lora_trainables.bin (what llava/train/train.py writes with --lora_enable True)"
+            f"{lora_dir} is not a LLaVA LoRA run: it needs adapter_config.json, {' or '.join(LORA_WEIGHTS)} and "
+            f"{NON_LORA_TRAINABLES} (what llava/train/train.py writes with --lora_enable True)"
+        )
+    if not non_lora_file.is_file():
+        raise FileNotFoundError(
+            f"{lora_dir} has the LoRA ({weights_file.name}) but no {NON_LORA_TRAINABLES}, the projector LLaVA trains "
+            "beside it. llava/train/train.py writes that file (and config.json) only when training ends, into "
+            f"--output_dir{f' (here {lora_dir.parent})' if CHECKPOINT.fullmatch(lora_dir.name) else ''}; a Trainer "
+            "checkpoint-N/ folder never holds it. Import the finished --output_dir instead"
         )
     adapter = json.loads(config_file.read_text())
     targets = set(adapter["target_modules"])
     if targets != set(LANGUAGE_LINEAR_NAMES):
         raise ValueError(f"{lora_dir}: LoRA on {sorted(targets)}; LLaVA-1.5's recipe (and this project) puts it on {sorted(LANGUAGE_LINEAR_NAMES)}")
     model = get_peft_model(load_base(base, "fp32"), lora_config(adapter["r"], adapter["lora_alpha"], adapter["lora_dropout"]))
-    lora = torch.load(lora_dir / "adapter_model.bin", map_location="cpu", weights_only=True)
+    lora = read_lora_weights(weights_file)
     projector = torch.load(non_lora_file, map_location="cpu", weights_only=True)
     state = {language_lora_key(k): v.float() for k, v in lora.items()} | {projector_key(k): v.float() for k, v in projector.items()}
     result = set_peft_model_state_dict(model, state)
@@ -162,8 +185,9 @@ def import_llava_lora(lora_dir: Path, base: str, out_dir: Path, image_position: 
     if result.unexpected_keys or untouched:
         raise ValueError(f"{lora_dir}: keys with no place in the llava-hf model {sorted(result.unexpected_keys)[:5]}; "
                          f"LoRA weights not in the checkpoint {sorted(untouched)[:5]}")
-    inputs = load_inputs(base)
     llava_config = json.loads((lora_dir / "config.json").read_text())
+    # LLaVA's train.py keeps its --model_max_length in the config: the limit prediction then keeps.
+    inputs = load_inputs(base, model.config, llava_config.get("tokenizer_model_max_length"))
     with folder_written_whole(out_dir) as staging:  # as the hf backend's adapters: whole or not at all
         model.save_pretrained(str(staging))
         save_inputs(inputs, staging)

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -81,8 +82,25 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def shell_quotable(path: str) -> str:
+    """A folder dvc.yaml passes to a stage as ``'${...}'``: any character but the single quote that would end it.
+
+    Spaces, brackets, braces, ``*``, ``?``, commas, double quotes, ``$`` and non-ASCII letters stay literal
+    inside single quotes (and Spark's readers escape Hadoop's glob characters, `preprocess.literal_path`).
+    """
+    if "'" in path:
+        raise ValueError(
+            "holds a single quote ('), which would end the quoting of the path in the stages' shell commands "
+            "(dvc.yaml passes it as '${...}'); rename the folder or point to it through a symlink without one"
+        )
+    return path
+
+
+QuotablePath = Annotated[str, AfterValidator(shell_quotable)]
+
+
 class Data(Section):
-    raw_dir: str
+    raw_dir: QuotablePath
 
 
 class Sample(Section):
@@ -104,7 +122,7 @@ class Spark(Section):
 
 class Splits(Section):
     source: SplitSource
-    dir: str
+    dir: QuotablePath
     allow_mismatches: bool
 
 

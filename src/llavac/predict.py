@@ -23,7 +23,7 @@ from llavac.files import write_text
 from llavac.label_scores import AnswerTree, LabelScores, record_continuations, score_batch
 from llavac.labels import LABELS, TASKS
 from llavac.model.adapter_card import read_card
-from llavac.model.inputs import LlavaInputs, message, prompt_batch
+from llavac.model.inputs import LlavaInputs, fit_records, message, prompt_batch
 from llavac.model.loading import load_base, load_inputs
 from llavac.params import Evaluation, PredictMode
 from llavac.prompt import answer
@@ -62,7 +62,7 @@ def load_classifier(adapter_dir: Path, evaluation: Evaluation) -> tuple[torch.nn
     model = PeftModel.from_pretrained(load_base(base, evaluation.precision), str(adapter_dir))
     if evaluation.merge_lora:
         model = model.merge_and_unload()
-    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), load_inputs(str(adapter_dir))
+    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), load_inputs(str(adapter_dir), model.config)
 
 
 def batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -131,16 +131,20 @@ def predict_records(
 
     Every row carries the label probabilities. `mode` says where the labels come from: `generate`
     parses the free greedy answer (the paper's protocol: an unreadable answer stays invalid);
-    `score` takes the most probable of the 27 template answers, which is never invalid.
+    `score` takes the most probable of the 27 template answers, which is never invalid. A tweet too
+    long for the model's limit is cut as in training (`LlavaInputs.fit`); each row says how many
+    tokens were cut from it (`truncated_tokens`, 0 for a whole text).
     """
     if mode not in MODES:
         raise ValueError(f"predict mode {mode!r} is not one of: {', '.join(MODES)}")
+    records, truncated = fit_records(inputs, records)
     scores = score_labels(model, inputs, records, image_folder, batch_size)
     if mode == "generate":
         answers = generate_answers(model, inputs, records, image_folder, batch_size, max_new_tokens)
     else:
         answers = [answer(*score.best) for score in scores]
-    return prediction_rows(records, answers, scores)
+    rows = prediction_rows(records, answers, scores)
+    return [{**row, "truncated_tokens": cut} for row, cut in zip(rows, truncated, strict=True)]
 
 
 def abstain_below(row: dict[str, Any], min_confidence: float) -> dict[str, Any]:

@@ -51,6 +51,20 @@ def human_turn(text: str, image_position: ImagePosition = "front") -> str:
     raise ValueError(f"image_position {image_position!r} is not one of: {', '.join(IMAGE_POSITIONS)}")
 
 
+def split_human_turn(human: str) -> tuple[str, str, str]:
+    """The user's message as (what precedes the tweet, the tweet text, what follows it), either image position.
+
+    The inverse of `human_turn`; what cuts an over-long tweet to the model's limit uses it. Raises
+    ValueError for a message that is not the paper's prompt.
+    """
+    marker = "\x00"
+    for position in IMAGE_POSITIONS:
+        head, tail = human_turn(marker, position).split(marker)  # type: ignore[arg-type]
+        if human.startswith(head) and human.endswith(tail) and len(human) >= len(head) + len(tail):
+            return head, human[len(head) : len(human) - len(tail)], tail
+    raise ValueError(f"the user message {human[:60]!r}... is not the paper's prompt, so its tweet text cannot be found")
+
+
 def answer(text_label: str, image_label: str, multimodal_label: str) -> str:
     """The response the model is trained to give, e.g. ``"positive, neutral, positive"``."""
     for label in (text_label, image_label, multimodal_label):

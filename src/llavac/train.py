@@ -24,7 +24,7 @@ from transformers.trainer import TRAINER_STATE_NAME as TRAINER_STATE
 from llavac.curves import mean_loss, write_curves
 from llavac.files import publish_folder, staging_folder, staging_path
 from llavac.model.adapter_card import card_for
-from llavac.model.inputs import TrainingCollator
+from llavac.model.inputs import TrainingCollator, fit_records
 from llavac.model.loading import load_base, load_inputs, save_inputs, torch_dtype
 from llavac.params import Recipe
 
@@ -205,7 +205,8 @@ def train_split(
     args = training_arguments(recipe, checkpoint_dir, seed, use_deepspeed)
     set_seed(seed)  # LoRA's A matrices are drawn here, before the Trainer would seed anything
     model = add_lora(load_base(base, recipe.precision), recipe)
-    inputs = load_inputs(base)
+    inputs = load_inputs(base, model.config, recipe.model_max_length)
+    fitted, truncated = fit_records(inputs, records)  # an over-long tweet is cut here, never fails a step
     if use_deepspeed:
         # DeepSpeed keeps its own fp32 master copy and needs one dtype across the model (ZeRO-3 fails otherwise).
         model.to(torch_dtype(recipe.precision))
@@ -216,8 +217,8 @@ def train_split(
     trainer = Trainer(
         model=model,
         args=args,
-        train_dataset=Records(records),
-        data_collator=TrainingCollator(inputs, image_folder, recipe.model_max_length),
+        train_dataset=Records(fitted),
+        data_collator=TrainingCollator(inputs, image_folder),
         optimizer_cls_and_kwargs=(torch.optim.AdamW, {"params": optimizer_groups(model, recipe)}),
     )
     checkpoint = last_complete_checkpoint(checkpoint_dir) if checkpoint_dir.is_dir() else None
@@ -232,10 +233,11 @@ def train_split(
             precision=recipe.precision, recipe=asdict(recipe),
         ).write(staging)
         publish_folder(staging, out_dir)
-        write_curves(trainer.state.log_history, live_dir)
+        write_curves(trainer.state.log_history, live_dir, {"truncated_pairs": sum(map(bool, truncated))})
     return {
         "train_loss": mean_loss(trainer.state.log_history),  # the Trainer's counts only this session's steps
         "steps": result.global_step,
+        "truncated_pairs": sum(map(bool, truncated)),
         "samples_per_second": result.metrics["train_samples_per_second"],
         "history": trainer.state.log_history,
     }

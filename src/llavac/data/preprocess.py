@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from functools import partial
@@ -84,7 +85,7 @@ def preprocess(spark: SparkSession, raw_dir: Path, out_path: Path, dataset: str 
     annotators = mvsa.ANNOTATORS[dataset]
     mvsa.check_raw_layout(raw_dir, annotators)
     data_dir = (raw_dir / mvsa.DATA_DIR).resolve()
-    labels = spark.read.text(str((raw_dir / mvsa.LABEL_FILE).resolve())).mapInPandas(
+    labels = spark.read.text(literal_path(raw_dir / mvsa.LABEL_FILE)).mapInPandas(
         partial(_parse_labels, annotators=annotators), _LABELS_SCHEMA
     )
     texts = _data_files(spark, data_dir, "txt").mapInPandas(_decode_texts, _TEXTS_SCHEMA)
@@ -112,9 +113,22 @@ def preprocess(spark: SparkSession, raw_dir: Path, out_path: Path, dataset: str 
     return {"synthetic_sample": mvsa.is_synthetic(raw_dir), **_metrics(rows, pairs, listed, reasons)}
 
 
+HADOOP_GLOB = re.compile(r"([\\\[\]{}*?])")
+"""Characters Spark's file readers take as a Hadoop glob pattern (`org.apache.hadoop.fs.GlobPattern`)."""
+
+
+def literal_path(path: Path) -> str:
+    """`path`, absolute, with Hadoop's glob characters escaped, so Spark reads that file or folder and no other.
+
+    Spark globs every path it is given: ``MVSA [copy]`` would match ``MVSA c`` or nothing, ``a{1,2}``
+    two folders, ``*`` and ``?`` anything. Spaces, commas, quotes, ``:``, ``%`` and non-ASCII need no escape.
+    """
+    return HADOOP_GLOB.sub(r"\\\1", str(path.resolve()))
+
+
 def _data_files(spark: SparkSession, data_dir: Path, extension: str) -> DataFrame:
     """``path`` and ``content`` of ``data_dir/*.<extension>``."""
-    files = spark.read.format("binaryFile").option("pathGlobFilter", f"*.{extension}").load(str(data_dir))
+    files = spark.read.format("binaryFile").option("pathGlobFilter", f"*.{extension}").load(literal_path(data_dir))
     return files.select("path", "content")
 
 

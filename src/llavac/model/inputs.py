@@ -6,7 +6,10 @@ tested function, and the same code serves the tiny model and LLaVA-1.5-7B.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,8 @@ from PIL import Image
 from transformers import ProcessorMixin
 
 from llavac.model.tokens import SentencePieceEncoder, image_prompt_ids
-from llavac.prompt import chat_prompt, chat_text
+from llavac.labels import LABELS
+from llavac.prompt import answer, chat_prompt, chat_text, split_human_turn
 
 IGNORE_INDEX = -100
 
@@ -54,16 +58,32 @@ def message(record: dict[str, Any], role: str) -> str:
     return next(t["value"] for t in record["conversations"] if t["from"] == role)
 
 
+class PromptTooLong(ValueError):
+    """The prompt and the image alone (no tweet text) take more positions than the model's limit."""
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A user message made to fit the model's limit: `human`, with `truncated_tokens` of its sequence cut
+    from the end of the tweet text (0 when the text fits whole)."""
+
+    human: str
+    truncated_tokens: int
+
+
 class LlavaInputs:
     """Records to model tensors: LLaVA's exact token ids (`tokens.py`) and the processor's pixels.
 
     The llava-hf processor's tokenizer is not used for ids (it differs from LLaVA's on every record,
-    see `tokens.py`); its image processor is, and its image-token id and count.
+    see `tokens.py`); its image processor is, and its image-token id and count. `max_length` is the
+    most positions a whole sequence (prompt, image positions, answer, ``</s>``) may take
+    (`loading.sequence_limit`).
     """
 
-    def __init__(self, processor: ProcessorMixin, encoder: SentencePieceEncoder) -> None:
+    def __init__(self, processor: ProcessorMixin, encoder: SentencePieceEncoder, max_length: int) -> None:
         self.processor = processor
         self.encoder = encoder
+        self.max_length = max_length
         self.image_token_id: int = processor.image_token_id
         self.pad_id: int = processor.tokenizer.pad_token_id
         self.background = background_colour(processor)
@@ -81,11 +101,55 @@ class LlavaInputs:
         return self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
     def n_image_tokens(self, pixel_values: torch.Tensor) -> int:
-        """How many positions one image fills: the llava-hf processor's own formula."""
+        """How many positions one image of `pixel_values` (N, 3, H, W) fills."""
         height, width = pixel_values.shape[-2:]
+        return self.image_positions(height, width)
+
+    def image_positions(self, height: int, width: int) -> int:
+        """How many positions an H x W image fills: the llava-hf processor's own formula (576 at 336 px, patch 14)."""
         patch = self.processor.patch_size
         count = (height // patch) * (width // patch) + self.processor.num_additional_image_tokens
         return count - 1 if self.processor.vision_feature_select_strategy == "default" else count
+
+    @cached_property
+    def answer_positions(self) -> int:
+        """The positions the longest of the 27 template answers takes after the prompt, ``</s>`` included."""
+        prompt = len(self.prompt_ids("", 0))
+        answers = [answer(*labels) for labels in itertools.product(LABELS, repeat=3)]
+        return max(len(self.training_ids("", reply, 0)[0]) - prompt for reply in answers)
+
+    def fit(self, human: str) -> Fitted:
+        """`human` cut to the model's limit: the prompt, the image's positions and the longest answer must fit
+        in `max_length`; where they do not, the end of the tweet text is cut (at a character) until they do.
+
+        The instruction, the image and the answer are never cut (the LLaVA repository cuts the sequence's
+        end at `model_max_length`, the answer first). Training and prediction cut alike, so a model
+        sees the same text in both. Raises `PromptTooLong` when the prompt without any text does not fit,
+        and ValueError for a message that is not the paper's prompt (`prompt.split_human_turn`).
+        """
+        crop = self.processor.image_processor.crop_size
+        n_image = self.image_positions(crop["height"], crop["width"])
+        budget = self.max_length - self.answer_positions
+
+        def length(message: str) -> int:
+            return len(self.prompt_ids(message, n_image))
+
+        full = length(human)
+        if full <= budget:
+            return Fitted(human, 0)
+        head, text, tail = split_human_turn(human)
+        if length(head + tail) > budget:
+            raise PromptTooLong(
+                f"the prompt and the image's {n_image} positions take {length(head + tail) + self.answer_positions} "
+                f"positions with no tweet text at all, above the model's limit of {self.max_length}; raise "
+                "model_max_length in the recipe (at most the model's max_position_embeddings)"
+            )
+        kept, cut = 0, len(text)  # bisect for the longest prefix that fits: `kept` fits, `cut` does not
+        while cut - kept > 1:
+            middle = (kept + cut) // 2
+            kept, cut = (middle, cut) if length(head + text[:middle] + tail) <= budget else (kept, middle)
+        fitted = head + text[:kept] + tail
+        return Fitted(fitted, full - length(fitted))
 
     def prompt_ids(self, human: str, n_image_tokens: int) -> list[int]:
         """What generation continues: the conversation up to ``ASSISTANT:``, as LLaVA's evaluation builds it."""
@@ -120,10 +184,9 @@ def padded(rows: Sequence[Sequence[int]], value: int, side: str) -> torch.Tensor
 class TrainingCollator:
     """Turns a list of LLaVA records into a right-padded training batch with answer-only labels."""
 
-    def __init__(self, inputs: LlavaInputs, image_folder: Path, max_length: int) -> None:
+    def __init__(self, inputs: LlavaInputs, image_folder: Path) -> None:
         self.inputs = inputs
         self.image_folder = image_folder
-        self.max_length = max_length
 
     def __call__(self, records: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pixel_values = self.inputs.pixel_values(records, self.image_folder)
@@ -131,11 +194,10 @@ class TrainingCollator:
         ids, labels = [], []
         for record in records:
             record_ids, record_labels = self.inputs.training_ids(message(record, "human"), message(record, "gpt"), n_image)
-            if len(record_ids) > self.max_length:
-                # Truncating would cut the answer (it is at the end) or the image block; neither is sane.
+            if len(record_ids) > self.inputs.max_length:
                 raise ValueError(
-                    f"pair {record['id']}: its training sequence has {len(record_ids)} tokens, above "
-                    f"model_max_length {self.max_length}; raise model_max_length in the recipe or shorten the text"
+                    f"pair {record['id']}: its training sequence has {len(record_ids)} tokens, above the limit "
+                    f"{self.inputs.max_length}; pass the records through `fit_records` first"
                 )
             ids.append(record_ids)
             labels.append(record_labels)
@@ -147,11 +209,27 @@ class TrainingCollator:
         }
 
 
+def fit_records(inputs: LlavaInputs, records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """`records` with each user message cut to the model's limit (`LlavaInputs.fit`), and the tokens cut from each."""
+    fitted, truncated = [], []
+    for record in records:
+        result = inputs.fit(message(record, "human"))
+        turns = [{**turn, "value": result.human} if turn["from"] == "human" else turn
+                 for turn in record["conversations"]]
+        fitted.append({**record, "conversations": turns})
+        truncated.append(result.truncated_tokens)
+    return fitted, truncated
+
+
 def prompt_batch(inputs: LlavaInputs, records: Sequence[dict[str, Any]], image_folder: Path) -> dict[str, torch.Tensor]:
     """A left-padded generation batch: every row ends exactly where the assistant starts answering."""
     pixel_values = inputs.pixel_values(records, image_folder)
     n_image = inputs.n_image_tokens(pixel_values)
     ids = [inputs.prompt_ids(message(record, "human"), n_image) for record in records]
+    for record, row in zip(records, ids, strict=True):
+        if len(row) + inputs.answer_positions > inputs.max_length:  # the model would run past its positions
+            raise ValueError(f"pair {record['id']}: its prompt has {len(row)} tokens, too many for the limit "
+                             f"{inputs.max_length} with an answer; pass the records through `fit_records` first")
     return {
         "input_ids": padded(ids, inputs.pad_id, "left"),
         "attention_mask": padded([[1] * len(row) for row in ids], 0, "left"),
