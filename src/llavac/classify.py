@@ -124,12 +124,15 @@ class Classifier:
             return [result for record in records for result in self._predict([record], image_folder)]
 
 
-def summary(rows: int, errors: Counter[str], seconds: float, out: Path, **more: Any) -> dict[str, Any]:
-    """What a run did: rows, classified, errors by reason, seconds, rate; `more` adds run-specific counts."""
+def write_summary(rows: int, errors: Counter[str], seconds: float, out: Path, **more: Any) -> dict[str, Any]:
+    """What a run did, written beside `out` (`summary_path`) and returned: rows, classified, errors by
+    reason, seconds, rate; `more` adds run-specific counts."""
     classified = rows - sum(errors.values())
-    return {"rows": rows, "classified": classified, "errors": dict(sorted(errors.items())), **more,
-            "seconds": round(seconds, 3), "rows_per_second": round(rows / seconds, 3) if seconds else None,
-            "output": str(out)}
+    result = {"rows": rows, "classified": classified, "errors": dict(sorted(errors.items())), **more,
+              "seconds": round(seconds, 3), "rows_per_second": round(rows / seconds, 3) if seconds else None,
+              "output": str(out)}
+    write_json(summary_path(out), result)
+    return result
 
 
 def summary_path(out: Path) -> Path:
@@ -138,8 +141,7 @@ def summary_path(out: Path) -> Path:
 
 
 def report(result: dict[str, Any], out: Path) -> str:
-    """Write the summary beside `out`; the one line a person reads."""
-    write_json(summary_path(out), result)
+    """The one line a person reads about a run's summary."""
     errors = ", ".join(f"{count} {reason}" for reason, count in result["errors"].items()) or "no errors"
     done = f"; {result['skipped_done']} were already in the output (skipped)" if "skipped_done" in result else ""
     return (f"classified {result['classified']} pairs, skipped {result['rows'] - result['classified']} ({errors}){done}; "
@@ -170,4 +172,4 @@ def classify_to_jsonl(settings: ClassifySettings, pairs: tuple[list[dict[str, An
     results = Classifier(settings).label(rows, image_folder, errors)
     write_jsonl(results, out)
     reasons = Counter(error_reason(r["error"]) for r in results if r.get("error"))
-    return summary(len(rows), reasons, time.perf_counter() - start, out)
+    return write_summary(len(rows), reasons, time.perf_counter() - start, out)

@@ -36,7 +36,7 @@ from typing import Any
 
 import pandas as pd
 
-from llavac.classify import Classifier, ClassifySettings, check_rows, open_adapter, summary
+from llavac.classify import Classifier, ClassifySettings, check_rows, open_adapter, write_summary
 from llavac.files import write_json
 from llavac.labels import TASKS
 from llavac.new_pairs import InputError, error_reason
@@ -57,10 +57,10 @@ RESULT_COLUMNS = [name for name, _ in RESULT_FIELDS]
 JOB_FILE = "_llavac_job.json"
 ROWS_PER_TASK = 512
 """Rows per Spark task: the unit of progress and of what a killed job loses (at most one task's rows per worker)."""
+COMMIT_EACH_TASK = {"mapreduce.fileoutputcommitter.algorithm.version": "2"}
+"""Hadoop's committer moves each finished task's file into the output at once (v1 waits for the whole job)."""
 CLASSIFY_CONF = {
     "spark.ui.showConsoleProgress": "true",  # the stage's task count, live, on the console
-    "spark.mapreduce.fileoutputcommitter.algorithm.version": "2",  # a finished task's file is in place at once
-    "spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version": "2",
     "spark.speculation": "false",  # a second attempt of a task would write its rows twice
     "spark.executorEnv.TQDM_DISABLE": "1",  # per-batch bars of many workers would interleave; Spark shows tasks
 }
@@ -166,14 +166,14 @@ def classify_spark(
         log.info("classifying %d rows in %d Spark tasks of at most %d rows", remaining, tasks, rows_per_task)
         (todo.repartitionByRange(tasks, "row")
          .mapInPandas(classify_batches(settings, str(image_folder.resolve())), RESULT_SCHEMA)
-         .write.mode("append").parquet(str(out)))
+         .write.options(**COMMIT_EACH_TASK).mode("append").parquet(str(out)))
     result = spark.read.schema(RESULT_SCHEMA).parquet(str(out))
     counts = {row["reason"]: row["count"] for row in
               result.where("error is not null").selectExpr("substring_index(error, ':', 1) as reason").groupBy("reason").count().collect()}
     total = result.count()
     if total != len(rows):
         raise RuntimeError(f"{out} holds {total} rows for {len(rows)} input rows: it was written by something else as well")
-    return summary(total, Counter(counts), time.perf_counter() - start, out, skipped_done=skipped, classified_now=remaining)
+    return write_summary(total, Counter(counts), time.perf_counter() - start, out, skipped_done=skipped, classified_now=remaining)
 
 
 def written_rows(spark: Any, out: Path) -> Any:
@@ -184,13 +184,13 @@ def written_rows(spark: Any, out: Path) -> Any:
 
 
 def run(master: str | None, settings: ClassifySettings, source: Path, pairs: tuple[list[dict[str, Any]], Path], out: Path,
-        conf: Mapping[str, str] | None = None) -> dict[str, Any]:
+        conf: Mapping[str, str] | None = None, rows_per_task: int = ROWS_PER_TASK) -> dict[str, Any]:
     """`classify_spark` in a session on `master` (None: the one `spark-submit` set), with `conf` on top."""
     from llavac.data.preprocess import spark_session
 
     spark = spark_session(master, partitions=2, app="llavac-classify", conf={**CLASSIFY_CONF, **(conf or {})})
     try:
-        return classify_spark(spark, settings, source, pairs, out)
+        return classify_spark(spark, settings, source, pairs, out, rows_per_task)
     finally:
         spark.stop()
 

@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None, spark_submit: bool = False) -> None:
 
 def add_classify_arguments(run: argparse.ArgumentParser) -> None:
     """The arguments of `llavac classify` (and of its `spark-submit` entry point)."""
+    from llavac.classify_spark import ROWS_PER_TASK
+
     run.add_argument("input", type=Path, nargs="?",
                      help="a folder of <name>.jpg + <name>.txt, an MVSA-layout folder (labelResultAll.txt + data/), or a "
                           ".csv/.jsonl/.json/.parquet file (or Parquet folder) with image,text[,id] (image paths relative to "
@@ -143,6 +145,8 @@ def add_classify_arguments(run: argparse.ArgumentParser) -> None:
                           "already in --out)")
     run.add_argument("--conf", metavar="KEY=VALUE", action="append", type=spark_conf, default=[],
                      help="a Spark option for --spark (repeatable), e.g. spark.task.resource.gpu.amount=1")
+    run.add_argument("--rows-per-task", type=positive, default=ROWS_PER_TASK,
+                     help="with --spark: rows per Spark task, the unit of progress and of what a killed job loses")
 
 
 def run_classify(args: argparse.Namespace, spark_submit: bool) -> None:
@@ -160,7 +164,7 @@ def run_classify(args: argparse.Namespace, spark_submit: bool) -> None:
         from llavac.classify_spark import run
 
         out = args.out or Path("predictions.parquet")
-        result = run(args.spark, settings, args.input or args.image, pairs, out, dict(args.conf))
+        result = run(args.spark, settings, args.input or args.image, pairs, out, dict(args.conf), args.rows_per_task)
     print(report(result, out))
 
 
