@@ -12,9 +12,10 @@ and its worker runs the model on the CUDA device of the address Spark gave the t
 
 Resuming: each task's Parquet file is moved into the output folder when the task finishes (Hadoop's
 file output committer, algorithm 2), so a killed job leaves the finished tasks' rows; a rerun with the
-same input and settings drops the rows already written (an anti-join on `row`), says how many, and
-classifies the rest. `_llavac_job.json` in the output folder (hidden from Parquet readers by its `_`)
-ties the folder to its input and settings, so rows of another input are never mixed in.
+same input and settings leaves out the rows already written (their `row` numbers, one integer column
+read from the output's files), says how many, and classifies the rest. `_llavac_job.json` in the
+output folder (hidden from Parquet readers by its `_`) ties the folder to its input and settings, so
+rows of another input are never mixed in.
 
     spark-submit --master spark://HOST:7077 src/llavac/classify_spark.py INPUT --out OUT [classify options]
 """
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from llavac.classify import Classifier, ClassifySettings, check_rows, open_adapter, write_summary
 from llavac.files import write_json
@@ -152,35 +154,31 @@ def classify_spark(
     if not rows:
         raise InputError("the input holds no pairs")
     claim_output(out, job_identity(source, rows, settings))
-    frame = pd.DataFrame([{**row, "id": str(row["id"])} for row in rows], columns=[name for name, _ in INPUT_FIELDS])
-    todo = spark.createDataFrame(frame, INPUT_SCHEMA)
-    written = written_rows(spark, out)
-    if written is not None:
-        todo = todo.join(written, "row", "left_anti")
-    remaining = todo.count()
-    skipped = len(rows) - remaining
-    if skipped:
-        log.info("%d of %d rows are already in %s: skipped; classifying the other %d", skipped, len(rows), out, remaining)
-    if remaining:
-        tasks = max(spark.sparkContext.defaultParallelism, math.ceil(remaining / rows_per_task))
-        log.info("classifying %d rows in %d Spark tasks of at most %d rows", remaining, tasks, rows_per_task)
-        (todo.repartitionByRange(tasks, "row")
+    done = written_rows(out)
+    todo = [(row["row"], str(row["id"]), row["image"], row["text"]) for row in rows if row["row"] not in done]
+    if done:
+        log.info("%d of %d rows are already in %s: skipped; classifying the other %d", len(done), len(rows), out, len(todo))
+    if todo:
+        tasks = max(spark.sparkContext.defaultParallelism, math.ceil(len(todo) / rows_per_task))
+        log.info("classifying %d rows in %d Spark tasks of at most %d rows", len(todo), tasks, rows_per_task)
+        # Consecutive rows per task, no shuffle; only ids, paths and texts travel, each worker reads its images.
+        (spark.createDataFrame(spark.sparkContext.parallelize(todo, tasks), INPUT_SCHEMA)
          .mapInPandas(classify_batches(settings, str(image_folder.resolve())), RESULT_SCHEMA)
          .write.options(**COMMIT_EACH_TASK).mode("append").parquet(str(out)))
-    result = spark.read.schema(RESULT_SCHEMA).parquet(str(out))
-    counts = {row["reason"]: row["count"] for row in
-              result.where("error is not null").selectExpr("substring_index(error, ':', 1) as reason").groupBy("reason").count().collect()}
-    total = result.count()
+    reasons = (spark.read.schema(RESULT_SCHEMA).parquet(str(out))
+               .selectExpr("substring_index(error, ':', 1) as reason").groupBy("reason").count().collect())
+    total = sum(row["count"] for row in reasons)
     if total != len(rows):
         raise RuntimeError(f"{out} holds {total} rows for {len(rows)} input rows: it was written by something else as well")
-    return write_summary(total, Counter(counts), time.perf_counter() - start, out, skipped_done=skipped, classified_now=remaining)
+    errors = Counter({row["reason"]: row["count"] for row in reasons if row["reason"] is not None})
+    return write_summary(total, errors, time.perf_counter() - start, out, skipped_done=len(done), classified_now=len(todo))
 
 
-def written_rows(spark: Any, out: Path) -> Any:
-    """The `row` numbers already in `out` (a one-column DataFrame), or None when it holds no results yet."""
+def written_rows(out: Path) -> set[int]:
+    """The `row` numbers already in `out` (Parquet readers skip its `_` files): a column of integers, read on the driver."""
     if not any(out.glob("*.parquet")):
-        return None
-    return spark.read.schema(RESULT_SCHEMA).parquet(str(out)).select("row")
+        return set()
+    return set(pq.read_table(out, columns=["row"]).column("row").to_pylist())
 
 
 def run(master: str | None, settings: ClassifySettings, source: Path, pairs: tuple[list[dict[str, Any]], Path], out: Path,
