@@ -287,3 +287,19 @@ def test_a_standalone_cluster_writes_the_plain_labels(corpus, standalone_cluster
     assert done.returncode == 0, done.stderr[-3000:]
     assert "classified 12 pairs, skipped 4" in done.stdout
     assert_same_results(spark_rows(out), corpus["plain"])
+
+
+@pytest.mark.slow
+def test_the_spark_benchmark_runs_at_its_smallest_scale(corpus, tmp_path):
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, "benchmarks/classify_spark.py", "--rows", "20", "--rounds", "1", "--adapter",
+                    str(corpus["settings"].adapter), "--out", str(out)], cwd=REPO, check=True, capture_output=True)
+    results = json.loads(out.read_text())
+    configs = {"plain_1_thread", "plain_2_threads", "spark_local_2"}
+    assert set(results["rows_per_second_median"]) == set(results["runs"]) == configs
+    assert all(rate[kind] > 0 for rate in results["rows_per_second_median"].values() for kind in ("wall", "run"))
+    assert all(isinstance(results[key][kind], float) for key in ("spark_vs_plain_1_thread", "spark_vs_plain_2_threads")
+               for kind in ("wall", "run"))
+    assert all(len(runs) == 1 and runs[0]["rows"] == results["rows"] >= 20 for runs in results["runs"].values())
+    assert isinstance(results["load_average_1min"]["max"], float) and results["machine"]["cores"] >= 1
+    assert len(results["git_commit"].split("+")[0]) == 40
