@@ -1,6 +1,6 @@
 """Rows per second of `llavac classify --spark local[2]` against the plain command, one and two threads.
 
-    python benchmarks/classify_spark.py [--rows 2000] [--rounds 3] [--adapter artifacts/adapters/1]
+    python benchmarks/classify_spark.py [--rows 2000] [--small-rows 200] [--rounds 3] [--adapter artifacts/adapters/1]
                                         [--out benchmarks/results/classify-spark-cpu.json]
 
 The rows are a synthetic sample in the MVSA-Single layout written by the `sample` stage's own code
@@ -9,8 +9,11 @@ every configuration classifies the same folder with the same adapter, batch size
 run is the whole command in a fresh process, as a user runs it; the configurations take turns within
 each round, so load that comes and goes on a shared machine falls on all of them. Two rates per run:
 `wall` (process start to exit: interpreter, imports, Spark's start) and `run` (the command's own
-summary: reading rows to the written output, model loads included). The load average is recorded
-before and after every run: on a shared machine the figures are only comparable within one file.
+summary: reading rows to the written output, model loads included). Every configuration also runs
+on `--small-rows` pairs, so the fixed costs (interpreter, Spark's start, the workers' imports and
+model loads) cancel in the marginal rate, (rows - small rows) / (run seconds - small run seconds):
+what each configuration sustains once started, the rate a large corpus sees. The load average is
+recorded before and after every run: on a shared machine the figures are only comparable within one file.
 """
 
 from __future__ import annotations
@@ -68,33 +71,44 @@ def cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2000, help="synthetic pairs to classify")
+    parser.add_argument("--small-rows", type=int, default=200, help="the smaller run that the marginal rate subtracts")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--adapter", type=Path, default=REPO / "artifacts" / "adapters" / "1")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "classify-spark-cpu.json")
     args = parser.parse_args()
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in CONFIGS}
+    sizes = {"rows": args.rows, "small_rows": args.small_rows}
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {size: {name: [] for name in CONFIGS} for size in sizes}
     with tempfile.TemporaryDirectory() as scratch:
-        write_sample(Path(scratch) / "sample", args.rows, seed=0, min_side=40, max_side=96)
-        raw = Path(scratch) / "sample" / "MVSA_Single"
+        folders = {}
+        for size, n in sizes.items():
+            write_sample(Path(scratch) / size, n, seed=0, min_side=40, max_side=96)
+            folders[size] = Path(scratch) / size / "MVSA_Single"
         for round_number in range(args.rounds):
-            for name in CONFIGS:
-                result = run_once(name, raw, args.adapter.resolve(), Path(scratch) / f"{name}-{round_number}.out", args.batch_size)
-                runs[name].append(result)
-                print(f"round {round_number + 1}/{args.rounds} {name}: {result}", flush=True)
-    rows = runs["plain_1_thread"][0]["rows"]
-    rates = {name: {kind: round(rows / statistics.median(r[f"{kind}_s"] for r in results), 3) for kind in ("wall", "run")}
-             for name, results in runs.items()}
+            for size in sizes:
+                for name in CONFIGS:
+                    out = Path(scratch) / f"{size}-{name}-{round_number}.out"
+                    result = run_once(name, folders[size], args.adapter.resolve(), out, args.batch_size)
+                    runs[size][name].append(result)
+                    print(f"round {round_number + 1}/{args.rounds} {size} {name}: {result}", flush=True)
+
+    def median(size: str, name: str, kind: str) -> float:
+        return statistics.median(r[f"{kind}_s"] for r in runs[size][name])
+
+    rows, small = (runs[size]["plain_1_thread"][0]["rows"] for size in sizes)
+    rates = {name: {"wall": round(rows / median("rows", name, "wall"), 3), "run": round(rows / median("rows", name, "run"), 3),
+                    "marginal": round((rows - small) / (median("rows", name, "run") - median("small_rows", name, "run")), 3)}
+             for name in CONFIGS}
     spark = rates["spark_local_2"]
     write_json(args.out, {
         "what": "rows/s of llavac classify: --spark local[2] vs the plain command with 1 and 2 threads, same rows and adapter",
-        "rows": rows, "rounds": args.rounds, "batch_size": args.batch_size,
+        "rows": rows, "small_rows": small, "rounds": args.rounds, "batch_size": args.batch_size,
         "rows_per_second_median": rates,
-        "spark_vs_plain_1_thread": {kind: round(spark[kind] / rates["plain_1_thread"][kind], 3) for kind in ("wall", "run")},
-        "spark_vs_plain_2_threads": {kind: round(spark[kind] / rates["plain_2_threads"][kind], 3) for kind in ("wall", "run")},
+        **{f"spark_vs_{name}": {kind: round(spark[kind] / rates[name][kind], 3) for kind in spark}
+           for name in ("plain_1_thread", "plain_2_threads")},
         "runs": runs,
-        "load_average_1min": {"start": runs["plain_1_thread"][0]["load_before"],
-                              "max": max(r["load_after"] for results in runs.values() for r in results)},
+        "load_average_1min": {"start": runs["rows"]["plain_1_thread"][0]["load_before"],
+                              "max": max(r["load_after"] for by_name in runs.values() for rs in by_name.values() for r in rs)},
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "git_commit": git_commit(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

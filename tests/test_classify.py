@@ -177,6 +177,8 @@ def test_plain_classify_writes_bad_rows_with_their_reason_and_a_summary(corpus):
     summary = json.loads((corpus["root"] / "plain.jsonl.summary.json").read_text())
     assert summary["rows"] == 16 and summary["classified"] == 12
     assert summary["errors"] == {reason: 1 for reason in BAD.values()}
+    again, _ = read_pairs(corpus["root"] / "plain.jsonl")  # our own output reads back as an input
+    assert [(r["id"], r["image"], r["text"]) for r in again] == [(r["id"], r["image"], r["text"]) for r in corpus["plain"]]
 
 
 def test_spark_local_equals_plain_classify_and_reruns_as_a_no_op(corpus, spark, tmp_path):
@@ -186,6 +188,8 @@ def test_spark_local_equals_plain_classify_and_reruns_as_a_no_op(corpus, spark, 
     assert len(list(out.glob("*.parquet"))) == 4  # 16 rows, 5 per task
     assert_same_results(spark_rows(out), corpus["plain"])
     assert result["classified"] == 12 and result["errors"] == {reason: 1 for reason in BAD.values()}
+    as_input, _ = read_pairs(out)  # the Parquet output reads back as an input too
+    assert sorted((r["id"], r["text"]) for r in as_input) == sorted((str(r["id"]), r["text"]) for r in corpus["plain"])
     again = classify_spark(spark, settings, root / "pairs.csv", read_pairs(root / "pairs.csv"), out, rows_per_task=5)
     assert (again["skipped_done"], again["classified_now"]) == (16, 0)
     assert_same_results(spark_rows(out), corpus["plain"])
@@ -292,14 +296,17 @@ def test_a_standalone_cluster_writes_the_plain_labels(corpus, standalone_cluster
 @pytest.mark.slow
 def test_the_spark_benchmark_runs_at_its_smallest_scale(corpus, tmp_path):
     out = tmp_path / "bench.json"
-    subprocess.run([sys.executable, "benchmarks/classify_spark.py", "--rows", "20", "--rounds", "1", "--adapter",
-                    str(corpus["settings"].adapter), "--out", str(out)], cwd=REPO, check=True, capture_output=True)
+    subprocess.run([sys.executable, "benchmarks/classify_spark.py", "--rows", "24", "--small-rows", "20", "--rounds", "1",
+                    "--adapter", str(corpus["settings"].adapter), "--out", str(out)], cwd=REPO, check=True, capture_output=True)
     results = json.loads(out.read_text())
     configs = {"plain_1_thread", "plain_2_threads", "spark_local_2"}
-    assert set(results["rows_per_second_median"]) == set(results["runs"]) == configs
+    assert set(results["rows_per_second_median"]) == set(results["runs"]["rows"]) == set(results["runs"]["small_rows"]) == configs
+    assert all(isinstance(rate[kind], float) for rate in results["rows_per_second_median"].values()
+               for kind in ("wall", "run", "marginal"))
     assert all(rate[kind] > 0 for rate in results["rows_per_second_median"].values() for kind in ("wall", "run"))
     assert all(isinstance(results[key][kind], float) for key in ("spark_vs_plain_1_thread", "spark_vs_plain_2_threads")
-               for kind in ("wall", "run"))
-    assert all(len(runs) == 1 and runs[0]["rows"] == results["rows"] >= 20 for runs in results["runs"].values())
+               for kind in ("wall", "run", "marginal"))
+    assert (results["rows"], results["small_rows"]) == (24, 20)
+    assert all(len(runs) == 1 for by_name in results["runs"].values() for runs in by_name.values())
     assert isinstance(results["load_average_1min"]["max"], float) and results["machine"]["cores"] >= 1
     assert len(results["git_commit"].split("+")[0]) == 40
