@@ -56,6 +56,11 @@ def run_once(name: str, raw: Path, adapter: Path, out: Path, batch_size: int) ->
             "run_s": summary["seconds"], "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
 
 
+def marginal_rate(extra_rows: int, extra_seconds: float) -> float | None:
+    """Rows per second of the extra rows; None when noise made the larger run no slower (a too-small benchmark)."""
+    return round(extra_rows / extra_seconds, 3) if extra_seconds > 0 else None
+
+
 def git_commit() -> str:
     done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True)
@@ -97,14 +102,15 @@ def main() -> None:
 
     rows, small = (runs[size]["plain_1_thread"][0]["rows"] for size in sizes)
     rates = {name: {"wall": round(rows / median("rows", name, "wall"), 3), "run": round(rows / median("rows", name, "run"), 3),
-                    "marginal": round((rows - small) / (median("rows", name, "run") - median("small_rows", name, "run")), 3)}
+                    "marginal": marginal_rate(rows - small, median("rows", name, "run") - median("small_rows", name, "run"))}
              for name in CONFIGS}
     spark = rates["spark_local_2"]
     write_json(args.out, {
         "what": "rows/s of llavac classify: --spark local[2] vs the plain command with 1 and 2 threads, same rows and adapter",
         "rows": rows, "small_rows": small, "rounds": args.rounds, "batch_size": args.batch_size,
         "rows_per_second_median": rates,
-        **{f"spark_vs_{name}": {kind: round(spark[kind] / rates[name][kind], 3) for kind in spark}
+        **{f"spark_vs_{name}": {kind: round(spark[kind] / rates[name][kind], 3) if spark[kind] and rates[name][kind] else None
+                                for kind in spark}
            for name in ("plain_1_thread", "plain_2_threads")},
         "runs": runs,
         "load_average_1min": {"start": runs["rows"]["plain_1_thread"][0]["load_before"],

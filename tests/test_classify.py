@@ -301,11 +301,10 @@ def test_the_spark_benchmark_runs_at_its_smallest_scale(corpus, tmp_path):
     results = json.loads(out.read_text())
     configs = {"plain_1_thread", "plain_2_threads", "spark_local_2"}
     assert set(results["rows_per_second_median"]) == set(results["runs"]["rows"]) == set(results["runs"]["small_rows"]) == configs
-    assert all(isinstance(rate[kind], float) for rate in results["rows_per_second_median"].values()
-               for kind in ("wall", "run", "marginal"))
+    assert all(isinstance(rate["marginal"], float | None) for rate in results["rows_per_second_median"].values())
     assert all(rate[kind] > 0 for rate in results["rows_per_second_median"].values() for kind in ("wall", "run"))
     assert all(isinstance(results[key][kind], float) for key in ("spark_vs_plain_1_thread", "spark_vs_plain_2_threads")
-               for kind in ("wall", "run", "marginal"))
+               for kind in ("wall", "run"))
     assert (results["rows"], results["small_rows"]) == (24, 20)
     assert all(len(runs) == 1 for by_name in results["runs"].values() for runs in by_name.values())
     assert isinstance(results["load_average_1min"]["max"], float) and results["machine"]["cores"] >= 1
