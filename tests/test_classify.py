@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -193,6 +194,29 @@ def test_spark_local_equals_plain_classify_and_reruns_as_a_no_op(corpus, spark, 
     again = classify_spark(spark, settings, root / "pairs.csv", read_pairs(root / "pairs.csv"), out, rows_per_task=5)
     assert (again["skipped_done"], again["classified_now"]) == (16, 0)
     assert_same_results(spark_rows(out), corpus["plain"])
+
+
+def test_the_model_loads_once_per_python_worker(corpus, spark):
+    from pyspark import cloudpickle
+
+    settings = corpus["settings"]
+
+    def models(frames):
+        from llavac.classify_spark import worker_classifier
+
+        for _ in frames:
+            yield pd.DataFrame({"pid": [os.getpid()], "model": [id(worker_classifier(settings).model)]})
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    try:
+        seen = spark.range(0, 8, numPartitions=8).mapInPandas(models, "pid long, model long").collect()
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    by_worker: dict[int, set[int]] = {}
+    for row in seen:
+        by_worker.setdefault(row["pid"], set()).add(row["model"])
+    assert len(seen) == 8 and len(by_worker) < 8  # Spark reused its Python workers across the 8 tasks
+    assert all(len(loaded) == 1 for loaded in by_worker.values())  # ... and each kept its one model
 
 
 def test_an_output_folder_of_another_input_is_refused(corpus, tmp_path):
