@@ -2,6 +2,7 @@
 
     llavac fetch-splits [cheema|random|zhang] [--dataset mvsa-single|mvsa-multiple] [--dest data/splits]
     llavac classify [--adapter artifacts/adapters/1] INPUT [--out predictions.jsonl] [--min-confidence 0.8]
+    llavac classify INPUT --spark MASTER [--out predictions.parquet] [--conf KEY=VALUE ...]
     llavac classify --image tweet.jpg --text "what a day" [--adapter ...]
     llavac compare
     llavac paper-tags
@@ -14,7 +15,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, get_args
+from typing import get_args
 
 from llavac.params import Dataset, Precision, PredictMode, Protocol
 
@@ -27,51 +28,6 @@ class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         return action.help if action.default is None else super()._get_help_string(action)
-
-
-def classify(
-    adapter: Path, pairs: tuple[list[dict[str, Any]], Path], out: Path, batch_size: int, max_new_tokens: int,
-    precision: str | None, mode: str, min_confidence: float,
-) -> tuple[int, int]:
-    """Label every usable pair with a trained adapter; write one JSON line per input pair to `out`.
-
-    Every pair is checked before the model loads; one that cannot be classified is written with its
-    `error` instead of labels. The prompt's image position and the base model come from the adapter's
-    card, so the inputs are built exactly as in training. The LoRA is merged as in LLaVA's
-    evaluation; the precision is LLaVA's fp16 on a GPU and fp32 on a CPU unless `precision` says
-    otherwise. Each line carries the label probabilities; a label whose probability is below
-    `min_confidence` is withheld. Returns (classified, skipped).
-    """
-    from llavac.model.adapter_card import read_card
-    from llavac.new_pairs import InputError, problem
-
-    card = read_card(adapter)
-    card.base_for(adapter)  # a missing base folder is reported before any work
-    rows, image_folder = pairs
-    if not rows:
-        raise InputError("the input holds no pairs")
-    problems = {row["row"]: problem(row, image_folder) for row in rows}
-    for number, reason in problems.items():
-        if reason:
-            logging.warning("row %d skipped: %s", number, reason)
-    usable = [row for row in rows if not problems[row["row"]]]
-    if not usable:
-        raise InputError(f"none of the {len(rows)} pairs can be classified (see the reasons above)")
-
-    import torch
-
-    from llavac.params import Evaluation
-    from llavac.predict import abstain_below, load_classifier, predict_records, write_jsonl
-    from llavac.prompt import question_record
-
-    evaluation = Evaluation(precision or ("fp16" if torch.cuda.is_available() else "fp32"), merge_lora=True)
-    records = [question_record(row["id"], row["image"], row["text"], card.image_position) for row in usable]
-    model, inputs = load_classifier(adapter, evaluation)
-    predicted = iter(predict_records(model, inputs, records, image_folder, batch_size, max_new_tokens, mode))
-    labelled = (abstain_below(next(predicted), min_confidence) if not problems[row["row"]] else {"error": problems[row["row"]]}
-                for row in rows)
-    write_jsonl([{**row, **result} for row, result in zip(rows, labelled, strict=True)], out)
-    return len(usable), len(rows) - len(usable)
 
 
 def import_llava(source: Path, out: Path, base: str | None) -> str:
@@ -108,7 +64,8 @@ def probability(text: str) -> float:
     return value
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, spark_submit: bool = False) -> None:
+    """The `llavac` command; with `spark_submit`, `classify` runs on the Spark master `spark-submit` set."""
     defaults = HelpWithDefaults
     parser = argparse.ArgumentParser(prog="llavac", description="LLaVAC: LLaVA-1.5 + LoRA multimodal sentiment")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -121,26 +78,9 @@ def main(argv: list[str] | None = None) -> None:
                             "data/splits-mvsa-multiple for mvsa-multiple)")
     run = commands.add_parser("classify", formatter_class=defaults,
                               help="label new (image, text) pairs with a trained adapter",
-                              description="Label (image, text) pairs: a file or folder of pairs, or one pair with --image and --text.")
-    run.add_argument("input", type=Path, nargs="?",
-                     help="a folder of <name>.jpg + <name>.txt, or a .csv/.jsonl/.json file with image,text[,id] "
-                          "(image paths relative to the file's folder, or absolute)")
-    run.add_argument("--image", type=Path, help="one image to classify (with --text, instead of INPUT)")
-    run.add_argument("--text", help="the text that goes with --image")
-    run.add_argument("--adapter", type=Path, default=Path("artifacts/adapters/1"), help="a trained adapter folder")
-    run.add_argument("--out", type=Path, default=Path("predictions.jsonl"),
-                     help="one JSON line per input pair: row, id, image, text, the labels (or an error)")
-    run.add_argument("--batch-size", type=positive, default=32, help="pairs per forward pass")
-    run.add_argument("--max-new-tokens", type=positive, default=16, help="generation budget per answer")
-    run.add_argument("--precision", choices=get_args(Precision), default=None,
-                     help="compute precision (default: fp16 on a GPU, as LLaVA evaluates; fp32 on a CPU)")
-    run.add_argument("--mode", choices=get_args(PredictMode), default="score",
-                     help="score (default): the most probable of the 27 valid answers, never unreadable; "
-                          "generate: the free greedy answer, parsed, as in the paper's evaluation")
-    run.add_argument("--min-confidence", type=probability, default=0.0, metavar="P",
-                     help="withhold (write null for) each label whose probability is below P, and list it under "
-                          "`abstained` (default 0: always answer). The probabilities are the model's own, "
-                          "not temperature-calibrated")
+                              description="Label (image, text) pairs: a file or folder of pairs, or one pair with --image "
+                                          "and --text; in this process, or on a Spark cluster with --spark (docs/classify.md).")
+    add_classify_arguments(run)
     commands.add_parser("compare", help="the workspace and each DVC experiment against the paper, one row each")
     commands.add_parser("paper-tags", help="tag paper-<protocol> commits holding the paper's numbers")
     port = commands.add_parser("import-llava", help="convert a LLaVA-repository LoRA run or model into this project's format")
@@ -150,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "classify" and (args.input is None) == (args.image is None or args.text is None):
         parser.error("classify takes INPUT, or --image and --text (not both)")
+    if args.command == "classify" and args.conf and args.spark is None and not spark_submit:
+        parser.error("--conf sets Spark options: give it with --spark MASTER")
     if args.command == "fetch-splits":
         from llavac.data.fetch import DEFAULT_DEST
 
@@ -164,12 +106,7 @@ def main(argv: list[str] | None = None) -> None:
             for path in fetch_splits(args.protocol, args.dest, dataset=args.dataset):
                 print(path)
         elif args.command == "classify":
-            from llavac.new_pairs import one_pair, read_pairs
-
-            pairs = read_pairs(args.input) if args.input else one_pair(args.image, args.text)
-            done, skipped = classify(args.adapter, pairs, args.out, args.batch_size, args.max_new_tokens, args.precision,
-                                     args.mode, args.min_confidence)
-            print(f"classified {done} pairs, skipped {skipped} -> {args.out}")
+            run_classify(args, spark_submit)
         elif args.command == "compare":
             from llavac.experiments import compare_experiments
 
@@ -183,6 +120,68 @@ def main(argv: list[str] | None = None) -> None:
                 print(tag)
     except (ValueError, OSError, RuntimeError) as error:  # FetchError is a RuntimeError; InputError a ValueError
         sys.exit(f"error: {error}")
+
+
+def add_classify_arguments(run: argparse.ArgumentParser) -> None:
+    """The arguments of `llavac classify` (and of its `spark-submit` entry point)."""
+    from llavac.classify_spark import ROWS_PER_TASK
+
+    run.add_argument("input", type=Path, nargs="?",
+                     help="a folder of <name>.jpg + <name>.txt, an MVSA-layout folder (labelResultAll.txt + data/), or a "
+                          ".csv/.jsonl/.json/.parquet file (or Parquet folder) with image,text[,id] (image paths relative to "
+                          "the file's folder, or absolute)")
+    run.add_argument("--image", type=Path, help="one image to classify (with --text, instead of INPUT)")
+    run.add_argument("--text", help="the text that goes with --image")
+    run.add_argument("--adapter", type=Path, default=None,
+                     help="a trained adapter folder (default: artifacts/adapters/1 of this checkout, from any folder)")
+    run.add_argument("--out", type=Path, default=None,
+                     help="one JSON line per input pair: row, id, image, text, the labels (or an error) "
+                          "(default predictions.jsonl); with --spark a Parquet folder (default predictions.parquet)")
+    run.add_argument("--batch-size", type=positive, default=32, help="pairs per forward pass")
+    run.add_argument("--max-new-tokens", type=positive, default=16, help="generation budget per answer")
+    run.add_argument("--precision", choices=get_args(Precision), default=None,
+                     help="compute precision (default: fp16 on a GPU, as LLaVA evaluates; fp32 on a CPU)")
+    run.add_argument("--mode", choices=get_args(PredictMode), default="score",
+                     help="score (default): the most probable of the 27 valid answers, never unreadable; "
+                          "generate: the free greedy answer, parsed, as in the paper's evaluation")
+    run.add_argument("--min-confidence", type=probability, default=0.0, metavar="P",
+                     help="withhold (write null for) each label whose probability is below P, and list it under "
+                          "`abstained` (default 0: always answer). The probabilities are the model's own, "
+                          "not temperature-calibrated")
+    run.add_argument("--spark", metavar="MASTER",
+                     help="run on Spark: local[N], spark://HOST:PORT, yarn, ...; resumable (a rerun skips the rows "
+                          "already in --out)")
+    run.add_argument("--conf", metavar="KEY=VALUE", action="append", type=spark_conf, default=[],
+                     help="a Spark option for --spark (repeatable), e.g. spark.task.resource.gpu.amount=1")
+    run.add_argument("--rows-per-task", type=positive, default=ROWS_PER_TASK,
+                     help="with --spark: rows per Spark task, the unit of progress and of what a killed job loses")
+
+
+def run_classify(args: argparse.Namespace, spark_submit: bool) -> None:
+    """`llavac classify` with parsed arguments: read the pairs, classify them, print the summary line."""
+    from llavac.classify import ClassifySettings, classify_to_jsonl, default_adapter, report
+    from llavac.new_pairs import one_pair, read_pairs
+
+    settings = ClassifySettings(args.adapter or default_adapter(), args.batch_size, args.max_new_tokens, args.precision,
+                                args.mode, args.min_confidence)
+    pairs = read_pairs(args.input) if args.input else one_pair(args.image, args.text)
+    if args.spark is None and not spark_submit:
+        out = args.out or Path("predictions.jsonl")
+        result = classify_to_jsonl(settings, pairs, out)
+    else:
+        from llavac.classify_spark import run
+
+        out = args.out or Path("predictions.parquet")
+        result = run(args.spark, settings, args.input or args.image, pairs, out, dict(args.conf), args.rows_per_task)
+    print(report(result, out))
+
+
+def spark_conf(text: str) -> tuple[str, str]:
+    """argparse type: ``KEY=VALUE`` as a pair."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. spark.executor.memory=8g)")
+    return key.strip(), value
 
 
 def positive(value: str) -> int:

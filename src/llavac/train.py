@@ -22,6 +22,7 @@ from transformers import LlavaForConditionalGeneration, Trainer, TrainingArgumen
 from transformers.trainer import TRAINER_STATE_NAME as TRAINER_STATE
 
 from llavac.curves import mean_loss, write_curves
+from llavac.data.mvsa import is_synthetic
 from llavac.files import publish_folder, staging_folder, staging_path
 from llavac.model.adapter_card import card_for
 from llavac.model.inputs import TrainingCollator, fit_records
@@ -230,7 +231,7 @@ def train_split(
         save_inputs(inputs, staging)
         card_for(
             base, out_dir, image_position=image_position, tokenizer_rule=inputs.encoder.rule,
-            precision=recipe.precision, recipe=asdict(recipe),
+            precision=recipe.precision, recipe=asdict(recipe), synthetic_sample=is_synthetic(image_folder),
         ).write(staging)
         publish_folder(staging, out_dir)
         write_curves(trainer.state.log_history, live_dir, {"truncated_pairs": sum(map(bool, truncated))})

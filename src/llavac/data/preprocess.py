@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,9 @@ _IMAGES_SCHEMA = (
 _SHOWN_IDS = 20
 
 
-def spark_session(master: str, partitions: int) -> SparkSession:
+def spark_session(
+    master: str | None, partitions: int, app: str = "llavac-preprocess", conf: Mapping[str, str] | None = None
+) -> SparkSession:
     """A quiet Spark session sized for small data: no UI, ``partitions`` shuffle partitions and file splits.
 
     Each image is tiny next to Spark's default 4 MB "cost of opening a file", which would cut a few
@@ -49,24 +51,26 @@ def spark_session(master: str, partitions: int) -> SparkSession:
     the job is short and its work is done in Python, so the optimising compiler would just compete
     for the cores (this halves the session start on 2 busy cores); a cluster's JVM options are left
     to its own config. Python workers run this interpreter unless ``PYSPARK_PYTHON`` says otherwise
-    (a cluster's executors may need their own).
+    (a cluster's executors may need their own). ``master`` None keeps the one `spark-submit` set;
+    ``conf`` entries are set last (they override these defaults).
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder
-    if master.startswith("local"):
+    builder = SparkSession.builder if master is None else SparkSession.builder.master(master)
+    if master is not None and master.startswith("local"):
         builder = builder.config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1")
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # one machine: loopback, not a guessed interface
-    spark = (
-        builder.master(master)
-        .appName("llavac-preprocess")
+    builder = (
+        builder.appName(app)
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", str(partitions))
         .config("spark.sql.files.minPartitionNum", str(partitions))
         .config("spark.sql.files.openCostInBytes", str(64 * 1024))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .getOrCreate()
     )
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 

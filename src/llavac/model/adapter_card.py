@@ -34,6 +34,9 @@ class AdapterCard:
     recipe: dict[str, Any]
     labels: tuple[str, ...] = LABELS
     answer_template: str = ANSWER_TEMPLATE + EOS
+    synthetic_sample: bool = False
+    """Whether it was trained on the embedded synthetic sample (`llavac classify` then warns); False for
+    real data and for cards written before this field existed."""
 
     def write(self, adapter_dir: Path) -> None:
         write_json(adapter_dir / CARD_FILE, asdict(self))
