@@ -1,7 +1,9 @@
 """End to end through DVC: `dvc repro` of the real stages on the embedded sample, in a temporary copy.
 
 The whole DAG runs once with the params as shipped, exactly as a user's `make repro` does, and the
-project's headline claim is checked on that run. It is marked `slow`: `pytest -m "not slow"` is the
+project's headline claim is checked on that run. The same run is the determinism guard: its scores and
+its outputs' hashes must equal the committed `metrics/scores.json` and `dvc.lock`, so a change that
+alters the numbers without a `dvc repro` + commit, or breaks determinism, fails here. It is marked `slow`: `pytest -m "not slow"` is the
 quick inner loop, `make test` runs it.
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from llavac.labels import TASKS
 
@@ -50,6 +53,38 @@ def repo_copy(tmp_path: Path) -> Path:
     run(["git", "add", "-A"], copy)
     run(["git", "commit", "-qm", "clone"], copy)
     return copy
+
+
+REMEDY = (
+    "The pipeline as shipped no longer reproduces the committed results. If the change that caused it is meant to "
+    "change them (code, params or a dependency version that alters the numbers), run `dvc repro` and commit dvc.lock "
+    "and metrics/ with the change. If not, it broke determinism: the same code and params must give the same bytes "
+    "on any x86-64 machine (see the CPU pins in stages/common.py); find the first stage listed below."
+)
+
+
+def flat(tree: object, prefix: str = "") -> dict[str, object]:
+    """`{"a/b/c": leaf}` for every leaf of nested dicts."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {key: leaf for name, child in tree.items() for key, leaf in flat(child, f"{prefix}/{name}").items()}
+
+
+def output_hashes(lock: Path) -> dict[str, str]:
+    """`{out path: md5}` of every stage in a dvc.lock, in the DAG's order."""
+    stages = yaml.safe_load(lock.read_text())["stages"]
+    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
+
+
+def assert_same_as_committed(run: Path) -> None:
+    """The determinism guard: a fresh run's scores and output hashes equal the committed ones, field by field."""
+    fresh, committed = (flat(json.loads((root / "metrics/scores.json").read_text())) for root in (run, REPO))
+    drift = {key: (committed.get(key), fresh.get(key)) for key in fresh.keys() | committed.keys()
+             if fresh.get(key) != committed.get(key)}
+    assert not drift, f"{REMEDY}\nmetrics/scores.json, committed vs this run: {dict(sorted(drift.items()))}"
+    fresh_outs, committed_outs = output_hashes(run / "dvc.lock"), output_hashes(REPO / "dvc.lock")
+    changed = [path for path in committed_outs if fresh_outs.get(path) != committed_outs[path]]
+    assert not changed, f"{REMEDY}\noutputs whose md5 differs from the committed dvc.lock, in DAG order: {changed}"
 
 
 def test_the_default_pipeline_learns_on_the_sample(repo_copy: Path):
@@ -91,3 +126,4 @@ def test_the_default_pipeline_learns_on_the_sample(repo_copy: Path):
     assert all((repo_copy / f"artifacts/adapters/{k}/adapter_model.safetensors").is_file() for k in range(1, 11))
     status = run(["dvc", "status"], repo_copy)
     assert "changed" not in status, status
+    assert_same_as_committed(repo_copy)
