@@ -115,7 +115,7 @@ def test_gpu_run_dry_run_on_the_cpu(tmp_path):
     out = tmp_path / "out"
     run_benchmark("gpu_run.py", "--scale", "tiny", "--sample", sample, "--launcher", "python", "--out-dir", out,
                   "--work", tmp_path / "work", "--budget-s", "3000", "--predict-pairs", "8", "--predict-batch", "4",
-                  "--train-steps", "1", "--numerics-pairs", "6", "--numerics-batch", "3")
+                  "--train-steps", "1", "--numerics-pairs", "4", "--numerics-batch", "2")
 
     paper = read_result(out / "gpu-paper-path-cpu.json")
     assert {"zero3", "resume", "predict", "score"} <= set(paper["what"].replace(",", " ").split())
