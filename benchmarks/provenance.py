@@ -92,15 +92,16 @@ def versions() -> dict[str, str]:
 
 @dataclass
 class Provenance:
-    """A benchmark run's start (created first thing): its time and the machine's load before the work."""
+    """A benchmark run's start (created first thing): its time, the machine's load and the code version."""
 
     started_utc: str = field(default_factory=_utc_now)
     load_average_start: list[float] = field(default_factory=_load_average)
+    code: dict[str, Any] = field(default_factory=code_version)  # at the start: what ran, even if HEAD moves meanwhile
 
     def finish(self) -> dict[str, Any]:
         """The `provenance` block, taken now (at the end of the work)."""
         return {
-            **code_version(),
+            **self.code,
             "started_utc": self.started_utc,
             "finished_utc": _utc_now(),
             "load_average_1_5_15min": {"start": self.load_average_start, "end": _load_average()},
