@@ -118,7 +118,7 @@ def test_gpu_run_dry_run_on_the_cpu(tmp_path):
                   "--train-steps", "1", "--numerics-pairs", "4", "--numerics-batch", "2")
 
     paper = read_result(out / "gpu-paper-path-cpu.json")
-    assert {"zero3", "resume", "predict", "score"} <= set(paper["what"].replace(",", " ").split())
+    assert all(word in paper["what"] for word in ("zero3", "resume", "predict", "score"))
     assert set(paper["stages"]) == {"train_until_kill", "train_resume", "predict", "score"}
     assert paper["stages"]["train_until_kill"]["killed"] and all(
         paper["stages"][name]["returncode"] == 0 for name in ("train_resume", "predict", "score"))
