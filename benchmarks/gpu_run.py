@@ -92,6 +92,7 @@ class StageRun:
     seconds: float = 0.0
     returncode: int | None = None
     killed: bool = False
+    out_of_budget: bool = False
     peak_device_gib: float | None = None
     peak_host_rss_gib: float | None = None
     output: str = field(default="", repr=False)
@@ -100,9 +101,11 @@ class StageRun:
         return {k: v for k, v in asdict(self).items() if k != "output"} | {"output_tail": self.output[-1500:]}
 
 
-def run_stage(command: list[str], cwd: Path, log: Path, kill_when: Callable[[], bool] | None = None) -> StageRun:
+def run_stage(command: list[str], cwd: Path, log: Path, deadline: float,
+              kill_when: Callable[[], bool] | None = None) -> StageRun:
     """Run `command` in its own process group, sampling the device's and the host's memory every 0.2 s; SIGKILL
-    the whole group (kill -9: nothing is flushed) as soon as `kill_when()` is true."""
+    the whole group (kill -9: nothing is flushed) as soon as `kill_when()` is true, or at `deadline`
+    (`time.perf_counter()` seconds: the run's budget is spent)."""
     run = StageRun(command)
     baseline = device_memory_used()
     peak = [baseline, 0]
@@ -119,9 +122,10 @@ def run_stage(command: list[str], cwd: Path, log: Path, kill_when: Callable[[], 
         sampler = threading.Thread(target=sample_memory, daemon=True)
         sampler.start()
         while process.poll() is None:
-            if kill_when is not None and kill_when():
+            run.killed = kill_when is not None and kill_when()
+            run.out_of_budget = time.perf_counter() > deadline
+            if run.killed or run.out_of_budget:
                 os.killpg(process.pid, signal.SIGKILL)
-                run.killed = True
                 process.wait()
                 break
             time.sleep(0.1)
@@ -165,8 +169,9 @@ def stage_params(launcher: str) -> dict[str, Any]:
     return params
 
 
-def paper_path(base_dir: Path, sample: Path, work: Path, launcher: str) -> dict[str, Any]:
-    """Train (killed after its first checkpoint, then resumed), predict and score split `SPLIT` through the stages."""
+def paper_path(base_dir: Path, sample: Path, work: Path, launcher: str, deadline: float) -> dict[str, Any]:
+    """Train (killed after its first checkpoint, then resumed), predict and score split `SPLIT` through the stages;
+    a stage still running at `deadline` is killed and the ones after it fail (their outputs are missing)."""
     work.mkdir(parents=True, exist_ok=True)
     params = stage_params(launcher)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
@@ -176,22 +181,22 @@ def paper_path(base_dir: Path, sample: Path, work: Path, launcher: str) -> dict[
     checkpoints = work / "checkpoints" / SPLIT
     recipe = params["models"][PAPER_MODEL]["recipe"]
     n_train = len(json.loads((llava_dir / SPLIT / "train.json").read_text()))
-    first = run_stage(stage, work, work / "train-1.log",
+    first = run_stage(stage, work, work / "train-1.log", deadline,
                       kill_when=lambda: any(checkpoints.glob(f"checkpoint-*/{CHECKPOINT_STATE}")))
     killed_at = sorted(int(p.parent.name.rsplit("-", 1)[1]) for p in checkpoints.glob(f"checkpoint-*/{CHECKPOINT_STATE}"))
     zero_stage = zero_stage_of(checkpoints / f"checkpoint-{killed_at[-1]}") if killed_at else None
     adapter_after_kill = (work / "adapters" / SPLIT / "adapter_model.safetensors").exists()
-    second = run_stage(stage, work, work / "train-2.log")
+    second = run_stage(stage, work, work / "train-2.log", deadline)
     steps = [log for log in trainer_logs(second.output) if "loss" in log]
     summary = next((log for log in trainer_logs(second.output) if "train_runtime" in log), {})
     resumed_steps = len(steps)
     steps_per_epoch = -(-n_train // recipe["global_batch_size"])
     samples = n_train * resumed_steps / steps_per_epoch  # exact: the kill and the resume fall on an epoch's end
     predict = run_stage([sys.executable, str(REPO / "stages" / "predict.py"), "adapters", str(llava_dir), str(images),
-                         "predictions"], work, work / "predict.log")
+                         "predictions"], work, work / "predict.log", deadline)
     n_predicted = sum(len(json.loads((llava_dir / SPLIT / f"{part}.json").read_text())) for part in ("test", "val"))
     score = run_stage([sys.executable, str(REPO / "stages" / "score.py"), "predictions", "predictions/val",
-                       "scores.json", "plots"], work, work / "score.log")
+                       "scores.json", "plots"], work, work / "score.log", deadline)
     scores = json.loads((work / "scores.json").read_text()) if score.returncode == 0 else None
     total_steps = killed_at[-1] + resumed_steps if killed_at else None
     return {
@@ -287,7 +292,8 @@ def main() -> None:
             continue
         part_started = time.perf_counter()
         if part == "paper_path":
-            result = paper_path(work / "base_model", args.sample.resolve(), work / "paper", args.launcher)
+            result = paper_path(work / "base_model", args.sample.resolve(), work / "paper", args.launcher,
+                                deadline=started + args.budget_s - 10)
             write_result(args.out_dir / f"gpu-paper-path-{tag}.json", {**common, **result}, run)
             parts[part] = {"zero3_ok": result["zero3_ok"]}
         elif part == "throughput":
