@@ -127,3 +127,21 @@ def test_the_default_pipeline_learns_on_the_sample(repo_copy: Path):
     status = run(["dvc", "status"], repo_copy)
     assert "changed" not in status, status
     assert_same_as_committed(repo_copy)
+
+
+def test_the_guard_names_the_remedy_when_a_score_or_an_output_drifts(tmp_path: Path):
+    """The guard itself, on copies of the committed files: one changed score, then one changed output hash."""
+    (tmp_path / "metrics").mkdir()
+    scores = json.loads((REPO / "metrics/scores.json").read_text())
+    shutil.copy(REPO / "dvc.lock", tmp_path / "dvc.lock")
+    scores["splits"]["3"]["text"]["accuracy"] += 0.01
+    (tmp_path / "metrics/scores.json").write_text(json.dumps(scores))
+    with pytest.raises(AssertionError, match=r"run `dvc repro` and commit(.|\n)*/splits/3/text/accuracy"):
+        assert_same_as_committed(tmp_path)
+    shutil.copy(REPO / "metrics/scores.json", tmp_path / "metrics/scores.json")
+    assert_same_as_committed(tmp_path)
+    lock = (REPO / "dvc.lock").read_text()
+    adapters = yaml.safe_load(lock)["stages"]["train"]["outs"][0]["md5"]
+    (tmp_path / "dvc.lock").write_text(lock.replace(adapters, "0" * 32 + ".dir"))
+    with pytest.raises(AssertionError, match=r"broke determinism(.|\n)*\['artifacts/adapters'\]"):
+        assert_same_as_committed(tmp_path)
