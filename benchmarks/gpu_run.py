@@ -32,6 +32,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -260,8 +261,7 @@ def main() -> None:
     parser.add_argument("--numerics-batch", default="16", help="gpu_numerics.py's --batch")
     args = parser.parse_args()
     started, run = time.perf_counter(), Provenance()
-    work = args.work or Path(subprocess.run(["mktemp", "-d", "/tmp/llavac-gpu-run-XXXX"], capture_output=True,
-                                            text=True, check=True).stdout.strip())
+    work = args.work or Path(tempfile.mkdtemp(prefix="llavac-gpu-run-"))
     work.mkdir(parents=True, exist_ok=True)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     device = device_name()
