@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test compare experiments java paper-tags benchmark clean-venv llava-env
+.PHONY: repro test compare experiments java paper-tags benchmark gpu-carry clean-venv llava-env
 
 # The LLaVA repository's own training code (train.backend: llava-repo) needs its own transformers 4.37:
 # a second venv, installed from a whole-environment pin file without the resolver. The train stage
@@ -59,6 +59,10 @@ paper-tags: $(STAMP)
 
 benchmark: $(STAMP) java
 	python benchmarks/preprocess_throughput.py
+
+# What the one GPU run (benchmarks/gpu_run.sh, docs/gpu.md) carries to a GPU machine without network.
+gpu-carry: $(STAMP) java
+	benchmarks/gpu_carry.sh .gpu-carry
 
 clean-venv:
 	rm -rf $(VENV) $(LLAVA_VENV)

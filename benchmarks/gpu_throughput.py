@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_throughput.py --scale llava-1.5-7b     # on a GPU node (needs deepspeed)
     python benchmarks/gpu_throughput.py --scale tiny --out X.json  # the same code on a CPU, in seconds
+    python benchmarks/gpu_throughput.py --base DIR ...              # time an already built base model folder
 
 The llava-1.5-7b architecture is built with random weights by the project's `build_llava` (speed and
 memory do not depend on weight values, and no weights can be downloaded). In one run, on one device:
@@ -13,14 +14,15 @@ memory do not depend on weight values, and no weights can be downloaded). In one
   under the `deepspeed` launcher with ZeRO-2 and ZeRO-3 when CUDA is present; and a plain PEFT loop
   (forward, backward, AdamW step) at the same batch.
 
-Results go to `benchmarks/results/gpu-<device>.json` (or `--out`). See README, "Measured figures".
+Results go to `benchmarks/results/gpu-<device>.json` (or `--out`), with the code version, machine and
+versions in its `provenance` block. `benchmarks/gpu_run.sh` runs this as part of the one GPU command
+(docs/gpu.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,20 +32,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import peft
 import torch
-import transformers
 import yaml
 from PIL import Image
 
-from llavac.files import write_json
-from llavac.model.build import build_llava
-from llavac.model.inputs import TrainingCollator, prompt_batch
-from llavac.model.loading import load_base, load_inputs
-from llavac.predict import generate_answers, score_labels, to_device
-from llavac.prompt import llava_record
-from llavac.params import Recipe
-from llavac.train import add_lora, optimizer_groups, train_split
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import Provenance, write_result  # noqa: E402
+
+from llavac.files import write_json  # noqa: E402
+from llavac.model.build import build_llava  # noqa: E402
+from llavac.model.inputs import TrainingCollator, prompt_batch  # noqa: E402
+from llavac.model.loading import load_base, load_inputs  # noqa: E402
+from llavac.predict import generate_answers, score_labels, to_device  # noqa: E402
+from llavac.prompt import llava_record  # noqa: E402
+from llavac.params import Recipe  # noqa: E402
+from llavac.train import add_lora, optimizer_groups, train_split  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -201,9 +204,11 @@ def main() -> None:
     parser.add_argument("--predict-batch", type=int, default=128)
     parser.add_argument("--train-steps", type=int, default=4)
     parser.add_argument("--phase", choices=("all", "train"), default="all", help=argparse.SUPPRESS)
-    parser.add_argument("--base", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--base", default="", help="an already built base model folder of this scale (else one is built)")
+    parser.add_argument("--zero-stages", type=int, nargs="*", default=[2, 3], help="ZeRO stages to train under (CUDA only)")
     parser.add_argument("--zero", type=int, default=2, help=argparse.SUPPRESS)
     args, _ = parser.parse_known_args()  # the deepspeed launcher appends --local_rank
+    run = Provenance()
     architecture, recipe_params = SCALES[args.scale]
     recipe = Recipe(**recipe_params)
     work = Path(tempfile.mkdtemp(prefix="llavac-bench-"))
@@ -220,26 +225,23 @@ def main() -> None:
 
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if recipe.precision == "bf16" else torch.float32
-    base = str(build_llava(work / "base", [r["conversations"][0]["value"] for r in records], architecture, seed=0,
-                           dtype=dtype, device="cuda" if cuda else "cpu"))
+    base = args.base or str(build_llava(work / "base", [r["conversations"][0]["value"] for r in records], architecture,
+                                        seed=0, dtype=dtype, device="cuda" if cuda else "cpu"))
     if cuda:
         torch.cuda.empty_cache()
     args.base = base
     results: dict[str, Any] = {
-        "device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
         "scale": args.scale,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-                     "python": sys.version.split()[0]},
         "recipe": asdict(one_device),
     }
     results.update(bench_predict(base, recipe.precision, records[: args.predict_pairs], folder, args.predict_batch))
     results.update(bench_plain_peft(base, recipe, records, folder, args.train_steps))
     if cuda:
-        for stage in (2, 3):
-            run = under_deepspeed(args, stage, work / f"zero{stage}.json")
-            results[f"zero{stage}"] = run
-        results["zero3_ok"] = results["zero3"]["ok"]
-        train = results["zero2"]
+        for stage in args.zero_stages:
+            results[f"zero{stage}"] = under_deepspeed(args, stage, work / f"zero{stage}.json")
+        results["zero3_ok"] = results["zero3"]["ok"] if "zero3" in results else None
+        train = results[f"zero{min(args.zero_stages)}"] if args.zero_stages else {}
     else:
         train = bench_project_train(base, one_device, records[:n_train], folder, work)
         results["zero3_ok"] = None
@@ -259,8 +261,7 @@ def main() -> None:
         results["train_speedup_vs_plain"] = round(
             train["train_samples_per_s"] / results["train_plain_peft_samples_per_s"], 2)
     out = args.out or REPO / "benchmarks" / "results" / f"gpu-{results['device'].replace(' ', '_')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, results)
+    write_result(out, results, run)
     print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=2))
 
 

@@ -3,6 +3,7 @@
     python benchmarks/label_scoring.py [--adapter artifacts/adapters/1] [--split-dir artifacts/llava/1]
         [--images artifacts/sample/MVSA_Single] [--batch 32] [--out benchmarks/results/label-scoring-cpu.json]
     python benchmarks/label_scoring.py --real-shaped --out benchmarks/results/label-scoring-real-shaped-cpu.json
+    python benchmarks/label_scoring.py --base BASE_MODEL_DIR ...   # any untrained llava-hf model folder
 
 Same pairs (the split's validation and test sets), same batch size, same loaded classifier (the
 pipeline's trained adapter, merged as the predict stage loads it). After one untimed warm-up of each
@@ -16,15 +17,14 @@ The embedded default's prompt is short (~134 tokens: 16 image positions), so the
 tokens are a large share of it. `--real-shaped` times params.yaml's `models.tiny-llama` instead
 (untrained, random init): LLaVA-1.5's vocabulary and 576 image positions, so the token counts are
 the 7B model's at CPU size (its answers are noise, so only the timings mean something). At 7B the
-same comparison is part of `benchmarks/gpu_throughput.py`.
+same comparison is part of `benchmarks/gpu_throughput.py`. The code version, the machine, its load
+and the versions are in the JSON's `provenance` block (`benchmarks/provenance.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_throughput import prefill_only  # noqa: E402
+from provenance import Provenance, write_result  # noqa: E402
 
 from llavac.label_scores import TRIPLES, AnswerTree, answer_continuations  # noqa: E402
 from llavac.model.build import build_llava  # noqa: E402
@@ -64,14 +64,17 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16, help="as params.yaml's predict.max_new_tokens")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--real-shaped", action="store_true", help="time an untrained models.tiny-llama instead")
+    parser.add_argument("--base", type=Path, help="time this untrained llava-hf model folder instead of the adapter")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/label-scoring-cpu.json"))
     args = parser.parse_args()
+    run = Provenance()
     torch.manual_seed(0)
     records = [r for part in ("val", "test") for r in json.loads((args.split_dir / f"{part}.json").read_text())]
     if args.real_shaped:
         build = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["models"]["tiny-llama"]
-        base = str(build_llava(Path(tempfile.mkdtemp(prefix="llavac-bench-")) / "base", [], build["build"], seed=0))
-        model, inputs = load_base(base, "fp32").eval(), load_inputs(base)
+        args.base = build_llava(Path(tempfile.mkdtemp(prefix="llavac-bench-")) / "base", [], build["build"], seed=0)
+    if args.base:
+        model, inputs = load_base(str(args.base), "fp32").eval(), load_inputs(str(args.base))
     else:
         model, inputs = load_classifier(args.adapter, Evaluation("fp32", merge_lora=True))
 
@@ -98,16 +101,14 @@ def main() -> None:
     valid = [(text.strip(), score) for text, score in zip(generated, scores, strict=True) if text.strip() in template]
     results = {
         "what": "prefill only vs score_labels (prefill + one tree step over the KV cache) vs generate_answers",
-        "model": "untrained models.tiny-llama" if args.real_shaped else f"adapter {args.adapter}",
+        "model": ("untrained models.tiny-llama" if args.real_shaped else f"untrained {args.base}" if args.base
+                  else f"adapter {args.adapter}"),
         "pairs": len(records),
         "batch": args.batch,
-        "device": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "rounds": args.rounds,
         "fastest_seconds": {name: {k: round(v, 3) for k, v in m.items()} for name, m in fastest.items()},
         "median_seconds": {name: {k: round(v, 3) for k, v in m.items()} for name, m in median.items()},
-        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         **{f"{name}_cost_vs_prefill": {clock: round(fastest[name][clock] / fastest["prefill_only"][clock], 3)
                                         for clock in ("wall", "cpu")} for name in ("score_labels", "generate")},
         "mean_prompt_tokens": round(sum(prompt_tokens) / len(records), 1),
@@ -117,8 +118,7 @@ def main() -> None:
         "most_probable_equals_generated": sum(answer(*s.best) == text for text, s in valid),
         "mean_template_mass": round(sum(s.template_mass for s in scores) / len(scores), 4),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_result(args.out, results, run)
     print(json.dumps(results, indent=2))
 
 

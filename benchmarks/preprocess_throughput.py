@@ -7,7 +7,8 @@ For each size it writes a raw MVSA-Single folder with the sample writer, at phot
 tweet photo costs), then times the library call on it. The Spark session is started once and
 warmed up on a small folder first: its start-up and the warm-up (JVM JIT, Python workers) are
 reported separately, not in the per-size times. The machine's load average is recorded next to
-each run, since a shared machine slows every number.
+each run, since a shared machine slows every number; the code version, the machine and the versions
+are in the JSON's `provenance` block (`benchmarks/provenance.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,14 +24,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pyspark
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import Provenance, write_result  # noqa: E402
 
-from llavac.data.sample import write_sample
-from llavac.files import write_json
-from llavac.data.preprocess import preprocess, spark_session
+from llavac.data.preprocess import preprocess, spark_session  # noqa: E402
+from llavac.data.sample import write_sample  # noqa: E402
 
 MIN_SIDE, MAX_SIDE = 450, 550
-WARMUP_PAIRS = 100
 
 
 def _generate(out_dir: Path, n_pairs: int) -> float:
@@ -47,19 +46,9 @@ def _timed_preprocess(spark: Any, raw_dir: Path, out_path: Path) -> tuple[float,
     return time.perf_counter() - started, metrics
 
 
-def _machine() -> dict[str, Any]:
+def _java_version() -> str | None:
     java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False).stderr.splitlines()
-    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), platform.processor())
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "pyspark": pyspark.__version__,
-        "java": java[0] if java else None,
-    }
+    return java[0] if java else None
 
 
 def main() -> None:
@@ -68,13 +57,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per size; the best is reported")
     parser.add_argument("--master", default="local[*]")
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--warmup-pairs", type=int, default=100, help="the untimed first run's size")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/preprocess-cpu.json"))
     args = parser.parse_args()
+    run = Provenance()
     logging.getLogger("llavac").setLevel(logging.ERROR)  # the per-record drop log is not what is measured here
 
     with tempfile.TemporaryDirectory(prefix="llavac-bench-") as tmp:
         root = Path(tmp)
-        sizes = sorted({WARMUP_PAIRS, *args.sizes}, reverse=True)  # the largest first keeps all cores busy
+        sizes = sorted({args.warmup_pairs, *args.sizes}, reverse=True)  # the largest first keeps all cores busy
         print(f"generating {sizes} pairs ({MIN_SIDE}-{MAX_SIDE} px JPEGs) in {root} ...", flush=True)
         with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
             generate_seconds = dict(zip(sizes, pool.map(_generate, [root / str(n) for n in sizes], sizes)))
@@ -82,7 +73,7 @@ def main() -> None:
         started = time.perf_counter()
         spark = spark_session(args.master, args.partitions)
         session_seconds = time.perf_counter() - started
-        warmup_seconds, _ = _timed_preprocess(spark, root / str(WARMUP_PAIRS) / "MVSA_Single", root / "warmup.parquet")
+        warmup_seconds, _ = _timed_preprocess(spark, root / str(args.warmup_pairs) / "MVSA_Single", root / "warmup.parquet")
         print(f"Spark session {session_seconds:.1f} s, warm-up run {warmup_seconds:.1f} s", flush=True)
 
         results = []
@@ -112,15 +103,14 @@ def main() -> None:
         "benchmark": "llavac.data.preprocess.preprocess on synthetic raw MVSA-Single folders",
         "pairs_per_s": "label rows processed per second: read, decode every text, fully decode and hash "
                        "every image, join, label rule, Parquet written; best of the runs",
-        "machine": _machine(),
+        "java": _java_version(),
         "spark": {"master": args.master, "partitions": args.partitions,
                   "session_start_seconds": round(session_seconds, 1), "warmup_seconds": round(warmup_seconds, 1),
-                  "warmup_pairs": WARMUP_PAIRS},
+                  "warmup_pairs": args.warmup_pairs},
         "image_sides_px": [MIN_SIDE, MAX_SIDE],
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, report)
+    write_result(args.out, report, run)
     print(f"wrote {args.out}", file=sys.stderr)
 
 

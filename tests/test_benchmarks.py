@@ -1,29 +1,151 @@
-"""The GPU benchmark's tiny CPU mode runs the same code as the GPU run, so the script cannot rot."""
+"""Every script in benchmarks/ runs here at its smallest scale, so none can rot: each run is checked for
+its results JSON's keys and types, and for the provenance block (code version, machine, load) that
+`benchmarks/provenance.py` adds. The figures themselves are not asserted: speed goals live in the
+committed results, not in tests."""
+
+from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
+from llavac.model.build import build_llava
+from llavac.prompt import llava_record
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "vision": {"image_size": 16, "patch_size": 8, "hidden_size": 16, "intermediate_size": 32,
+               "num_hidden_layers": 2, "num_attention_heads": 2},
+    "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "num_key_value_heads": 2, "max_position_embeddings": 512},
+    "vocab_size": 400,
+}
+
+
+def run_benchmark(script: str, *args: object) -> None:
+    """`python benchmarks/<script> args...` from the repository root; fails with the script's output."""
+    done = subprocess.run([sys.executable, f"benchmarks/{script}", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+
+
+def read_result(path: Path) -> dict:
+    """The results JSON at `path`, after checking its provenance block."""
+    results = json.loads(path.read_text())
+    provenance = results["provenance"]
+    assert len(provenance["git_commit"]) == 40 and isinstance(provenance["git_dirty"], bool)
+    assert provenance["started_utc"] <= provenance["finished_utc"]
+    loads = provenance["load_average_1_5_15min"]
+    assert len(loads["start"]) == len(loads["end"]) == 3 and all(x >= 0 for x in loads["start"] + loads["end"])
+    assert provenance["machine"]["cpu_count"] >= 1 and provenance["machine"]["memory_gib"] > 0
+    assert {"torch", "transformers", "peft", "pyspark"} <= set(provenance["versions"])
+    return results
+
+
+def test_provenance_names_the_checkout_commit(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from provenance import Provenance, write_result
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    results = read_result(write_result(tmp_path / "r.json", {"figure": 1.5}, Provenance()))
+    assert results["figure"] == 1.5 and results["provenance"]["git_commit"] == head
+
+
+def test_preprocess_throughput_smallest(tmp_path):
+    out = tmp_path / "preprocess.json"
+    run_benchmark("preprocess_throughput.py", "--sizes", "40", "--repeats", "1", "--warmup-pairs", "20",
+                  "--master", "local[1]", "--partitions", "2", "--out", out)
+    results = read_result(out)
+    assert results["spark"]["warmup_pairs"] == 20 and results["java"].startswith(("openjdk", "java"))
+    [row] = results["results"]
+    assert row["pairs"] == 40 and 0 < row["valid_pairs"] <= 40 and row["pairs_per_s"] > 0
+    assert [set(run) for run in row["runs"]] == [{"seconds", "load_average_1m_before"}]
+
+
+def test_label_scoring_smallest(tmp_path):
+    (tmp_path / "raw" / "data").mkdir(parents=True)
+    texts = ["what a lovely sunny day #happy", "so sad... ??", "meeting moved to 5pm"]
+    records = []
+    for i in range(6):
+        Image.new("RGB", (20 + 5 * i, 24), (40 * i, 90, 200 - 30 * i)).save(tmp_path / "raw" / "data" / f"{i}.jpg")
+        records.append(llava_record({"id": i, "text": texts[i % 3], "text_label": "positive", "image_label": "neutral",
+                                     "multimodal_label": "positive", "image_path": f"data/{i}.jpg"}, "front"))
+    (tmp_path / "split").mkdir()
+    (tmp_path / "split" / "val.json").write_text(json.dumps(records[:3]))
+    (tmp_path / "split" / "test.json").write_text(json.dumps(records[3:]))
+    base = build_llava(tmp_path / "base", texts * 5, TINY, seed=0)
+    out = tmp_path / "scoring.json"
+    run_benchmark("label_scoring.py", "--base", base, "--split-dir", tmp_path / "split", "--images", tmp_path / "raw",
+                  "--batch", "4", "--rounds", "1", "--max-new-tokens", "4", "--out", out)
+    results = read_result(out)
+    assert results["pairs"] == 6 and results["rounds"] == 1 and results["model"] == f"untrained {base}"
+    for path in ("prefill_only", "score_labels", "generate"):
+        assert results["fastest_seconds"][path]["wall"] > 0, path
+    for ratio in ("score_labels_cost_vs_prefill", "generate_cost_vs_prefill"):
+        assert set(results[ratio]) == {"wall", "cpu"} and results[ratio]["wall"] > 0, ratio
+    assert results["tree_tokens_per_pair"] and all(isinstance(n, int) for n in results["tree_tokens_per_pair"])
+    assert 0 <= results["generated_answers_in_template"] <= 6 and 0 <= results["mean_template_mass"] <= 1
+
+
 REQUIRED = ("device", "predict_speedup_vs_one_at_a_time", "predict_fraction_of_prefill", "train_speedup_vs_plain",
             "train_peak_gib", "zero3_ok", "predict_one_at_a_time_samples_per_s", "predict_batched_samples_per_s",
-            "prefill_only_samples_per_s", "train_plain_peft_samples_per_s", "train_samples_per_s", "versions",
+            "prefill_only_samples_per_s", "train_plain_peft_samples_per_s", "train_samples_per_s",
             "score_labels_samples_per_s", "scoring_cost_vs_prefill")
 
 
-@pytest.mark.slow
-def test_gpu_benchmark_tiny_cpu_mode(tmp_path):
-    out = tmp_path / "bench.json"
-    subprocess.run([sys.executable, "benchmarks/gpu_throughput.py", "--scale", "tiny", "--out", str(out),
-                    "--predict-pairs", "16", "--predict-batch", "8", "--train-steps", "2"],
-                   cwd=REPO, check=True, capture_output=True)
-    results = json.loads(out.read_text())
-    assert set(REQUIRED) <= set(results)
+def test_gpu_run_dry_run_on_the_cpu(tmp_path):
+    """The one GPU command at tiny scale: the same stages (train killed after its first checkpoint and resumed,
+    predict, score) and the same throughput and numerics scripts (gpu_throughput.py, gpu_numerics.py), each
+    writing its results file."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from gpu_throughput import synthetic_records
+
+    sample = tmp_path / "sample"
+    records = synthetic_records(sample / "MVSA_Single", 72)
+    (sample / "llava" / "1").mkdir(parents=True)
+    for part, chunk in (("train", records[:64]), ("val", records[64:68]), ("test", records[68:])):
+        (sample / "llava" / "1" / f"{part}.json").write_text(json.dumps(chunk))
+    out = tmp_path / "out"
+    run_benchmark("gpu_run.py", "--scale", "tiny", "--sample", sample, "--launcher", "python", "--out-dir", out,
+                  "--work", tmp_path / "work", "--budget-s", "3000", "--predict-pairs", "8", "--predict-batch", "4",
+                  "--train-steps", "1", "--numerics-pairs", "4", "--numerics-batch", "2")
+
+    paper = read_result(out / "gpu-paper-path-cpu.json")
+    assert all(word in paper["what"] for word in ("zero3", "resume", "predict", "score"))
+    assert set(paper["stages"]) == {"train_until_kill", "train_resume", "predict", "score"}
+    assert paper["stages"]["train_until_kill"]["killed"] and all(
+        paper["stages"][name]["returncode"] == 0 for name in ("train_resume", "predict", "score"))
+    resume = paper["resume"]
+    assert resume["killed_before_the_end"] and resume["adapter_written"]
+    assert 0 < resume["killed_after_checkpoint_step"] < resume["total_steps"] == resume["expected_total_steps"] == 8
+    assert paper["recipe"]["per_device_batch_size"] == 16 and paper["recipe"]["precision"] == "bf16"
+    assert paper["recipe"]["gradient_checkpointing"] and paper["recipe"]["deepspeed"].endswith("zero3.json")
+    assert paper["predict_pairs"] == 8 and paper["scores"]["n_test_pairs"] == 4
+    assert {"accuracy", "weighted_f1", "invalid_rate"} <= set(paper["scores"]["multimodal"])
+    # The python launcher starts no DeepSpeed: no ZeRO checkpoint, so the run says ZeRO-3 was not proven.
+    assert paper["zero_stage_in_checkpoint"] is None and paper["zero3_ok"] is False
+
+    throughput = read_result(out / "gpu-cpu.json")  # benchmarks/gpu_throughput.py
+    assert set(REQUIRED) <= set(throughput)
     for key in ("predict_one_at_a_time_samples_per_s", "predict_batched_samples_per_s", "prefill_only_samples_per_s",
-                "score_labels_samples_per_s",
-                "train_plain_peft_samples_per_s", "train_samples_per_s"):
-        assert results[key] > 0, key
-    assert results["tokens_per_sample"] > results["recipe"]["per_device_batch_size"] > 0
+                "score_labels_samples_per_s", "train_plain_peft_samples_per_s", "train_samples_per_s"):
+        assert throughput[key] > 0, key
+    assert throughput["tokens_per_sample"] > throughput["recipe"]["per_device_batch_size"] > 0
+
+    numerics = read_result(out / "gpu-numerics-cpu.json")  # benchmarks/gpu_numerics.py
+    for precision in ("fp16", "bf16"):
+        block = numerics[f"{precision}_batched_vs_single"]
+        assert 0 <= block["answers_differ"] <= numerics["pairs"] and 0 <= block["close_calls"] <= numerics["pairs"]
+        assert 0 <= block["max_abs_probability_difference"] <= 1
+    assert numerics["pixels"]["project_equals_pil"] and numerics["pixels"]["project_processor"] == "CLIPImageProcessorPil"
+
+    summary = read_result(out / "gpu-run-cpu.json")
+    assert set(summary["parts"]) == {"paper_path", "throughput", "numerics"}
+    assert all("skipped" not in part for part in summary["parts"].values()), summary["parts"]

@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -28,7 +29,9 @@ from llavac.model.inputs import (
 from llavac.model.adapter_card import read_card
 from llavac.model.loading import IMAGE_COUNT_FIELDS, load_base, load_inputs, sequence_limit
 from llavac.params import Evaluation, Recipe
-from llavac.predict import generate_answers, load_classifier, parse_answer, predict_records, prediction_rows, score_labels
+from llavac.predict import (
+    generate_ids, load_classifier, parse_answer, predict_records, prediction_rows, score_labels,
+)
 from llavac.prompt import answer, llava_record, split_human_turn
 from llavac.train import PROJECTOR, add_lora, gradient_accumulation, optimizer_groups, train_split
 
@@ -324,16 +327,30 @@ def test_a_killed_split_resumes_to_the_same_adapter_and_curves(world, tmp_path, 
 
 
 def test_batched_prediction_equals_one_at_a_time(adapter, world):
+    """Greedy ids and label probabilities batched (left padding) equal one pair at a time, on pairs whose answers
+    differ and whose prompts differ in length by over 100 tokens in one batch: a one-word tweet and a long one
+    join the 8 training pairs."""
+    extra = [llava_record({"id": 8 + i, "text": text, "text_label": "neutral", "image_label": "neutral",
+                           "multimodal_label": "neutral", "image_path": f"data/{i}.jpg"}, "front")
+             for i, text in enumerate(["ok", " ".join(TEXTS * 6)])]
     model, inputs = load_classifier(adapter, Evaluation("fp32", merge_lora=False))
-    records = world["records"]
-    batched = generate_answers(model, inputs, records, world["images"], batch_size=8, max_new_tokens=8)
-    single = generate_answers(model, inputs, records, world["images"], batch_size=1, max_new_tokens=8)
+    records, images = [*world["records"], *extra], world["images"]
+    lengths = prompt_batch(inputs, records, images)["attention_mask"].sum(1)
+    assert lengths.max() - lengths.min() >= 100, f"one batch must mix very different prompt lengths: {lengths.tolist()}"
+    batched = generate_ids(model, inputs, records, images, batch_size=len(records), max_new_tokens=10)
+    single = generate_ids(model, inputs, records, images, batch_size=1, max_new_tokens=10)
     assert batched == single
-    # Equal answers prove nothing if they are empty or echo the prompt: each must be new text only.
-    assert all(answer.strip() for answer in batched), batched
-    assert not any("ASSISTANT" in answer or "Consider the following" in answer for answer in batched), batched
-    rows = prediction_rows(records, batched, score_labels(model, inputs, records, world["images"], batch_size=8))
-    assert [r["id"] for r in rows] == list(range(8))
+    answers = inputs.processor.tokenizer.batch_decode(batched, skip_special_tokens=True)
+    # Equal answers prove nothing if they are all alike, empty or echo the prompt: a padding bug that changes one
+    # answer must be able to show. (Trained 4 steps, this adapter's answers still follow each pair's input.)
+    assert len(set(answers)) >= len(records) // 2, answers
+    assert all(answer.strip() for answer in answers), answers
+    assert not any("ASSISTANT" in answer or "Consider the following" in answer for answer in answers), answers
+    scores = score_labels(model, inputs, records, images, batch_size=len(records))
+    for together, alone in zip(scores, score_labels(model, inputs, records, images, batch_size=1), strict=True):
+        assert np.allclose(together.answer_logprobs, alone.answer_logprobs, atol=1e-5)
+    rows = prediction_rows(records, answers, scores)
+    assert [r["id"] for r in rows] == list(range(10))
     assert rows[0]["multimodal_label"] == "positive"
 
 

@@ -1,7 +1,9 @@
 """End to end through DVC: `dvc repro` of the real stages on the embedded sample, in a temporary copy.
 
 The whole DAG runs once with the params as shipped, exactly as a user's `make repro` does, and the
-project's headline claim is checked on that run. It is marked `slow`: `pytest -m "not slow"` is the
+project's headline claim is checked on that run. The same run is the determinism guard: its scores and
+its outputs' hashes must equal the committed `metrics/scores.json` and `dvc.lock`, so a change that
+alters the numbers without a `dvc repro` + commit, or breaks determinism, fails here. It is marked `slow`: `pytest -m "not slow"` is the
 quick inner loop, `make test` runs it.
 """
 
@@ -53,6 +55,38 @@ def repo_copy(tmp_path: Path) -> Path:
     return copy
 
 
+REMEDY = (
+    "The pipeline as shipped no longer reproduces the committed results. If the change that caused it is meant to "
+    "change them (code, params or a dependency version that alters the numbers), run `dvc repro` and commit dvc.lock "
+    "and metrics/ with the change. If not, it broke determinism: the same code and params must give the same bytes "
+    "on any x86-64 machine (see the CPU pins in stages/common.py); find the first stage listed below."
+)
+
+
+def flat(tree: object, prefix: str = "") -> dict[str, object]:
+    """`{"a/b/c": leaf}` for every leaf of nested dicts."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {key: leaf for name, child in tree.items() for key, leaf in flat(child, f"{prefix}/{name}").items()}
+
+
+def output_hashes(lock: Path) -> dict[str, str]:
+    """`{out path: md5}` of every stage in a dvc.lock, in the DAG's order."""
+    stages = yaml.safe_load(lock.read_text())["stages"]
+    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", [])}
+
+
+def assert_same_as_committed(run: Path) -> None:
+    """The determinism guard: a fresh run's scores and output hashes equal the committed ones, field by field."""
+    fresh, committed = (flat(json.loads((root / "metrics/scores.json").read_text())) for root in (run, REPO))
+    drift = {key: (committed.get(key), fresh.get(key)) for key in fresh.keys() | committed.keys()
+             if fresh.get(key) != committed.get(key)}
+    assert not drift, f"{REMEDY}\nmetrics/scores.json, committed vs this run: {dict(sorted(drift.items()))}"
+    fresh_outs, committed_outs = output_hashes(run / "dvc.lock"), output_hashes(REPO / "dvc.lock")
+    changed = [path for path in committed_outs if fresh_outs.get(path) != committed_outs[path]]
+    assert not changed, f"{REMEDY}\noutputs whose md5 differs from the committed dvc.lock, in DAG order: {changed}"
+
+
 def test_the_default_pipeline_learns_on_the_sample(repo_copy: Path):
     """`dvc repro` as shipped: the sample, the cheema protocol's 10 splits, the tiny model and recipe."""
     run(["dvc", "repro"], repo_copy)
@@ -92,6 +126,7 @@ def test_the_default_pipeline_learns_on_the_sample(repo_copy: Path):
     assert all((repo_copy / f"artifacts/adapters/{k}/adapter_model.safetensors").is_file() for k in range(1, 11))
     status = run(["dvc", "status"], repo_copy)
     assert "changed" not in status, status
+    assert_same_as_committed(repo_copy)
 
 
 def test_paths_and_values_with_shell_hydra_and_glob_characters_go_through_dvc_into_spark(repo_copy: Path):
@@ -115,3 +150,21 @@ def test_paths_and_values_with_shell_hydra_and_glob_characters_go_through_dvc_in
     pairs = pd.read_parquet(repo_copy / "artifacts/pairs.parquet")
     assert all((weird / "MVSA_Single" / path).is_file() for path in pairs["image_path"])
     assert (repo_copy / "artifacts/splits/1/test.parquet").is_file()
+
+
+def test_the_guard_names_the_remedy_when_a_score_or_an_output_drifts(tmp_path: Path):
+    """The guard itself, on copies of the committed files: one changed score, then one changed output hash."""
+    (tmp_path / "metrics").mkdir()
+    scores = json.loads((REPO / "metrics/scores.json").read_text())
+    shutil.copy(REPO / "dvc.lock", tmp_path / "dvc.lock")
+    scores["splits"]["3"]["text"]["accuracy"] += 0.01
+    (tmp_path / "metrics/scores.json").write_text(json.dumps(scores))
+    with pytest.raises(AssertionError, match=r"run `dvc repro` and commit(.|\n)*/splits/3/text/accuracy"):
+        assert_same_as_committed(tmp_path)
+    shutil.copy(REPO / "metrics/scores.json", tmp_path / "metrics/scores.json")
+    assert_same_as_committed(tmp_path)
+    lock = (REPO / "dvc.lock").read_text()
+    adapters = yaml.safe_load(lock)["stages"]["train"]["outs"][0]["md5"]
+    (tmp_path / "dvc.lock").write_text(lock.replace(adapters, "0" * 32 + ".dir"))
+    with pytest.raises(AssertionError, match=r"broke determinism(.|\n)*\['artifacts/adapters'\]"):
+        assert_same_as_committed(tmp_path)

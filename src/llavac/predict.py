@@ -79,6 +79,32 @@ def to_device(batch: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[st
 
 
 @torch.inference_mode()
+def generate_ids(
+    model: PeftModel | LlavaForConditionalGeneration,
+    inputs: LlavaInputs,
+    records: Sequence[dict[str, Any]],
+    image_folder: Path,
+    batch_size: int,
+    max_new_tokens: int,
+) -> list[list[int]]:
+    """Greedy answers' new token ids for `records`, batched with left padding.
+
+    Each list ends with the first end-of-sequence id (kept, as LLaVA's `generate` returns it) or
+    after `max_new_tokens` ids; the padding the batch adds after a finished answer is removed, so a
+    row's ids do not depend on the batch it was in.
+    """
+    answers: list[list[int]] = []
+    banned = inputs.never_generated(model.get_output_embeddings().weight.shape[0])
+    eos = inputs.encoder.eos_id
+    for chunk in tqdm(list(batches(records, batch_size)), desc="predict", unit="batch"):
+        batch = to_device(prompt_batch(inputs, chunk, image_folder), model)
+        output = model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                                suppress_tokens=banned, pad_token_id=inputs.pad_id, eos_token_id=eos)
+        for row in output[:, batch["input_ids"].shape[1] :].tolist():
+            answers.append(row[: row.index(eos) + 1] if eos in row else row)
+    return answers
+
+
 def generate_answers(
     model: PeftModel | LlavaForConditionalGeneration,
     inputs: LlavaInputs,
@@ -87,16 +113,9 @@ def generate_answers(
     batch_size: int,
     max_new_tokens: int,
 ) -> list[str]:
-    """Greedy answers for `records`, batched with left padding; only the new tokens are decoded."""
-    answers: list[str] = []
-    banned = inputs.never_generated(model.get_output_embeddings().weight.shape[0])
-    for chunk in tqdm(list(batches(records, batch_size)), desc="predict", unit="batch"):
-        batch = to_device(prompt_batch(inputs, chunk, image_folder), model)
-        output = model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-                                suppress_tokens=banned, pad_token_id=inputs.pad_id, eos_token_id=inputs.encoder.eos_id)
-        new_tokens = output[:, batch["input_ids"].shape[1] :]
-        answers.extend(inputs.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    return answers
+    """Greedy answers for `records` (`generate_ids`), decoded without special tokens."""
+    ids = generate_ids(model, inputs, records, image_folder, batch_size, max_new_tokens)
+    return inputs.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
 
 
 @torch.inference_mode()
