@@ -2,7 +2,7 @@
 
     python stages/sample.py artifacts/sample
 
-Reads params `seed` and `sample.*`; writes OUT_DIR/MVSA_Single (labelResultAll.txt, data/<id>.txt,
+Reads params `sample.*` (its own `sample.seed`); writes OUT_DIR/MVSA_Single (labelResultAll.txt, data/<id>.txt,
 data/<id>.jpg) and OUT_DIR/splits/README.txt.
 """
 
@@ -22,7 +22,7 @@ def main() -> None:
         sys.exit("usage: python stages/sample.py OUT_DIR")
     out_dir = Path(sys.argv[1])
     params = load_params()
-    sample, seed = params.sample, params.seed
+    sample, seed = params.sample, params.sample.seed
     log.info("writing %d synthetic pairs (seed %d, image sides %d-%d px) to %s",
              sample.n_pairs, seed, sample.min_side, sample.max_side, out_dir)
     try:
