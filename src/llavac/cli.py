@@ -3,7 +3,7 @@
     llavac fetch-splits [cheema|random|zhang] [--dest data/splits]
     llavac classify [--adapter artifacts/adapters/1] INPUT [--out predictions.jsonl] [--min-confidence 0.8]
     llavac classify --image tweet.jpg --text "what a day" [--adapter ...]
-    llavac compare
+    llavac compare [--paired A B]
     llavac paper-tags
     llavac import-llava LLAVA_CHECKPOINT OUT [--base LLAVA_HF_BASE]
 """
@@ -137,7 +137,10 @@ def main(argv: list[str] | None = None) -> None:
                      help="withhold (write null for) each label whose probability is below P, and list it under "
                           "`abstained` (default 0: always answer). The probabilities are the model's own, "
                           "not temperature-calibrated")
-    commands.add_parser("compare", help="the workspace and each DVC experiment against the paper, one row each")
+    compare = commands.add_parser("compare", help="the workspace and each DVC experiment, one row each, with 95 %% intervals")
+    compare.add_argument("--paired", nargs=2, metavar=("A", "B"),
+                         help="compare two runs on the same test pairs (names as `dvc exp show` gives them, a commit, "
+                              "or `workspace`): A - B per label with paired-bootstrap intervals, McNemar's exact test")
     commands.add_parser("paper-tags", help="tag paper-<protocol> commits holding the paper's numbers")
     port = commands.add_parser("import-llava", help="convert a LLaVA-repository LoRA run or model into this project's format")
     port.add_argument("source", type=Path, help="LLaVA's output folder (LoRA: adapter_config.json + non_lora_trainables.bin) or a LLaVA model folder")
@@ -163,9 +166,9 @@ def main(argv: list[str] | None = None) -> None:
                                      args.mode, args.min_confidence)
             print(f"classified {done} pairs, skipped {skipped} -> {args.out}")
         elif args.command == "compare":
-            from llavac.experiments import compare_experiments
+            from llavac.experiments import compare_experiments, compare_paired
 
-            print(compare_experiments())
+            print(compare_paired(*args.paired) if args.paired else compare_experiments())
         elif args.command == "import-llava":
             print(f"{import_llava(args.source, args.out, args.base)} -> {args.out}")
         else:
