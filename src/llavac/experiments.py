@@ -106,7 +106,8 @@ def seed_groups(experiments: Sequence[Mapping[str, Any]], param_keys: Iterable[s
     for row in experiments:
         if row.get("Experiment") and finished(row) and _number(metric(row, "multimodal.accuracy")):
             groups.setdefault(tuple(repr(row.get(key)) for key in others), []).append(row)
-    return [rows for rows in groups.values() if len({row.get("seed") for row in rows}) > 1]
+    return [sorted(rows, key=lambda row: float(row.get("seed") or 0)) for rows in groups.values()
+            if len({row.get("seed") for row in rows}) > 1]
 
 
 def seed_cell(rows: Sequence[Mapping[str, Any]], label: str, name: str) -> str:

@@ -1,0 +1,81 @@
+"""Collect the ablations queued by benchmarks/ablations.sh into benchmarks/results/ablations-cpu.json.
+
+    python benchmarks/ablation_results.py [--paired A B]
+
+Reads every finished experiment of this repository with `dvc.api.exp_show()`, keeps its settings and
+its scores (accuracy with the 95 % interval and weighted F1 of each label, invalid answers), adds
+`llavac compare --paired A B`'s output for the two seeds, and prints the Markdown table of
+docs/statistics.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import dvc.api
+
+from llavac.experiments import compare_paired, finished, metric
+from llavac.labels import TASKS
+
+OUT = Path("benchmarks/results/ablations-cpu.json")
+SETTINGS = ("train.method", "prompt.modalities", "seed", "predict.mode", "protocol", "model")
+
+
+def scores(row: dict) -> dict:
+    """The run's scores in %, as metrics/scores.json holds them."""
+    return {
+        task: {
+            name: metric(row, f"{task}.{name}")
+            for name in ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "weighted_f1", "invalid_rate")
+        }
+        for task in TASKS
+    }
+
+
+def markdown(runs: list[dict]) -> str:
+    """The table of docs/statistics.md: one row per run, accuracy [95 % CI] of each label, invalid answers."""
+    lines = ["| run | what the model sees / how it was trained | text acc | image acc | multimodal acc | multimodal wF1 | invalid % (mm) |",
+             "|---|---|---|---|---|---|---|"]
+    for run in runs:
+        s = run["scores"]
+        cell = {t: f"{s[t]['accuracy']:.1f} [{s[t]['accuracy_ci_low']:.1f}, {s[t]['accuracy_ci_high']:.1f}]" for t in TASKS}
+        what = ", ".join(f"{k}={v}" for k, v in run["settings"].items() if k in SETTINGS[:4])
+        lines.append(f"| {run['name']} | {what} | {cell['text']} | {cell['image']} | {cell['multimodal']} | "
+                     f"{s['multimodal']['weighted_f1']:.1f} | {s['multimodal']['invalid_rate']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--paired", nargs=2, metavar=("A", "B"), help="two experiments to pair (the seeds)")
+    args = parser.parse_args()
+    runs = []
+    for row in dvc.api.exp_show():
+        if not row.get("Experiment") or not finished(row):
+            continue
+        settings = {key: (int(row[key]) if isinstance(row.get(key), float) else row.get(key)) for key in SETTINGS}
+        runs.append({"name": row["Experiment"], "rev": row["rev"], "settings": settings, "scores": scores(row)})
+    runs.sort(key=lambda run: run["name"])
+    result = {
+        "what": "Ablations on the embedded default (synthetic sample, tiny model, protocol cheema, 10 splits, 390 test "
+                "pairs), each a DVC experiment run from the queue; scores in %, mean over splits [95 % bootstrap interval].",
+        "commands": ["bash benchmarks/ablations.sh", "python benchmarks/ablation_results.py --paired A B"],
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}; shared by seven engineers (loaded)",
+        "runs": runs,
+    }
+    if args.paired:
+        result["paired"] = {"a": args.paired[0], "b": args.paired[1], "output": compare_paired(*args.paired)}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(markdown(runs))
+    if args.paired:
+        print()
+        print(result["paired"]["output"])
+    print(f"\nwrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
