@@ -12,6 +12,7 @@ dvc exp run --queue -n text-only -S prompt.modalities=text
 dvc exp run --queue -n image-only -S prompt.modalities=image
 dvc exp run --queue -S seed=1,2          # DVC's grid: one queued experiment per value
 dvc exp run --queue -n default-seed42    # the default itself, named, restored from DVC's run cache
+dvc exp run --queue -n zhang -S protocol=zhang   # another protocol: `llavac compare --paired` must refuse it
 dvc queue start                          # one worker: the experiments run one at a time
 while dvc queue status | grep -E "Queued|Running" > /dev/null; do sleep 30; done
 dvc queue status

@@ -22,7 +22,8 @@ CONFIDENCE = 0.95
 """Coverage of every interval we report."""
 
 N_RESAMPLES = 9999
-"""Bootstrap resamples (scipy's default); at 9,999 the 2.5 % and 97.5 % quantiles move by < 0.1 point between seeds."""
+"""Bootstrap resamples (scipy's default). With five other seeds the bounds moved by at most 0.15 point on the
+embedded default's 390 test pairs: far below the interval's width."""
 
 BOOTSTRAP_SEED = 2024
 """The resampling is seeded, so the same predictions always give the same interval."""
