@@ -7,7 +7,8 @@ Writes the paper's LLaVAC numbers in the schema of scores.json, ours minus the p
 Markdown report, each saying what the run was: dataset, pairs, split source and seed, number of
 splits, invalid answers. Whether the data is the synthetic sample comes from the data itself, through
 metrics/data.json; on it no difference from the paper is written. Reads params `protocol`, `model`,
-`data.raw_dir`, `seed`, `splits.source` and `splits.seed` (named in the report).
+`data.raw_dir`, `seed`, `splits.source`, `splits.seed`, `train.method` and `prompt.modalities` (named
+in the report).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def main() -> None:
         sys.exit(f"error: {args.paper} has no table for protocol {protocol!r}; it has: {', '.join(paper.protocols)}")
     valid_pairs, synthetic_sample = data_facts(args.data_json)
     run = RunInfo(model=params.model, raw_dir=raw_dir, synthetic_sample=synthetic_sample, valid_pairs=valid_pairs,
-                  split_source=params.splits.source, split_seed=params.splits.seed, seed=params.seed)
+                  split_source=params.splits.source, split_seed=params.splits.seed, seed=params.seed,
+                  method=params.train.method, modalities=params.prompt.modalities)
     log.info(
         "loaded %s (%d split(s), %d test pairs) and %d published rows from %s; protocol %s, model %s, data %s (%s), "
         "splits %s",

@@ -121,7 +121,7 @@ def test_results_markdown_says_which_data_it_ran_on(paper, ours):
         assert row.model in sample_md and f"{row.scores['multimodal']['accuracy']:.2f}" in sample_md
     assert "synthetic sample" in sample_md and "not a reproduction" in sample_md
     assert "321 valid pairs" in sample_md and f"{ours['n_test_pairs']} test pairs over {ours['n_splits']} split" in sample_md
-    assert "generated (split seed 7)" in sample_md and "seed 3" in sample_md
+    assert "generated (split seed 7)" in sample_md and "seed 3, fine-tuned (LoRA), modalities `both`" in sample_md
     # on the sample our row is not in the paper's table and no difference is printed
     assert "(ours" not in sample_md and "minus" not in sample_md
     for task in TASKS:
@@ -146,7 +146,7 @@ def test_vs_paper_json_says_what_the_run_was_and_has_no_delta_on_the_sample(pape
     assert sample["run"] == {
         "dataset": "synthetic sample", "comparable_with_paper": False, "valid_pairs": 390,
         "test_pairs": ours["n_test_pairs"], "splits": ours["n_splits"], "split_source": "generated", "split_seed": 42,
-        "seed": 1, "invalid_rate": ours["multimodal"]["invalid_rate"],
+        "seed": 1, "method": "lora", "modalities": "both", "invalid_rate": ours["multimodal"]["invalid_rate"],
     }
     assert leaf_paths(sample["multimodal"]) == {f"{m}.{k}" for m in ("accuracy", "weighted_f1") for k in ("ours", "paper")}
     real = vs_paper_json(ours, published, RunInfo(model="m", raw_dir="x", synthetic_sample=False))
@@ -161,7 +161,8 @@ def test_compare_stage_writes_paper_deltas_and_report(tmp_path, run_stage, ours,
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "scores.json").write_text(json.dumps(ours))
     (tmp_path / "metrics" / "data.json").write_text(json.dumps({"synthetic_sample": synthetic, "valid_pairs": 4511}))
-    write_params(tmp_path, protocol="zhang", model="tiny", data__raw_dir=raw_dir, seed=5, splits__seed=6)
+    write_params(tmp_path, protocol="zhang", model="tiny", data__raw_dir=raw_dir, seed=5, splits__seed=6,
+                 train__method="none", prompt__modalities="text")
     outputs = ["metrics/paper.json", "metrics/vs_paper.json", "reports/results.md"]
     assert run_stage(tmp_path, "compare.py", "metrics/scores.json", PAPER_YAML, *outputs, "metrics/data.json") is None
     assert json.loads((tmp_path / "metrics" / "paper.json").read_text()) == {
@@ -173,6 +174,8 @@ def test_compare_stage_writes_paper_deltas_and_report(tmp_path, run_stage, ours,
     assert compared["run"]["dataset"] == wording and compared["run"]["seed"] == 5 and compared["run"]["split_seed"] == 6
     report = (tmp_path / "reports" / "results.md").read_text()
     assert wording in report and raw_dir in report and "4511 valid pairs" in report
+    assert "not fine-tuned (`train.method: none`, zero-shot), modalities `text`" in report
+    assert (compared["run"]["method"], compared["run"]["modalities"]) == ("none", "text")
 
 
 def git(repo: Path, *args: str) -> str:

@@ -140,6 +140,8 @@ class RunInfo:
     split_source: str = "generated"
     split_seed: int | None = None
     seed: int | None = None
+    method: str = "lora"
+    modalities: str = "both"
 
     @property
     def dataset(self) -> str:
@@ -163,6 +165,8 @@ def run_facts(run: RunInfo, ours: Mapping[str, Any]) -> dict[str, Any]:
         "split_source": run.split_source,
         "split_seed": run.split_seed,
         "seed": run.seed,
+        "method": run.method,
+        "modalities": run.modalities,
         "invalid_rate": ours["multimodal"]["invalid_rate"],
     }
 
@@ -238,7 +242,9 @@ def results_markdown(paper: Paper, protocol: str, ours: Mapping[str, Any], run: 
         "",
         data_line,
         "",
-        f"Model: `{run.model}`, seed {run.seed}. Splits: {run.split_description}.",
+        f"Model: `{run.model}`, seed {run.seed}, "
+        + ("fine-tuned (LoRA)" if run.method == "lora" else "not fine-tuned (`train.method: none`, zero-shot)")
+        + f", modalities `{run.modalities}`. Splits: {run.split_description}.",
         "",
         *published_part,
         "",
