@@ -45,17 +45,21 @@ def test_rows_show_intervals_data_and_only_the_settings_that_differ():
         {"rev": "9" * 40, "Experiment": "zero-shot", "State": "Success", **scored(0.0, **{"train.method": "none"})},
         {"rev": "8" * 40, "Experiment": "real", "State": "Success",
          **scored(77.0, **{"run.dataset": "MVSA-Single", "run.comparable_with_paper": "True", "run.test_pairs": 4511.0})},
-        {"rev": "7" * 7, "Experiment": "later", "State": "Queued", **scored(81.79)},
+        {"rev": "7" * 7, "Experiment": "later", "State": "Queued", **scored(81.79, seed=1.0)},
     ]
     (header, ours, zero, real, queued), notes = comparison_rows(experiments)
-    assert header[:5] == ["experiment", "method", "data", "splits", "mm acc"]
-    assert ours[:7] == ["workspace", "-", "sample 390/10", "generated", "81.8 [77.8, 85.3]", "n/a", "-"]
+    assert header[:5] == ["experiment", "method", "data", "mm acc", "paper"]
+    assert ours[:6] == ["workspace", "-", "sample 390/10", "81.8 [77.8, 85.3]", "n/a", "-"]
     assert zero[1] == "none" and real[2] == "MVSA-Single 4511/10"
-    assert real[5] == "76.24", "the paper's number stands beside a run on MVSA-Single only"
+    assert real[4] == "76.24", "the paper's number stands beside a run on MVSA-Single only"
     assert queued[0] == "later (queued)" and set(queued[1:]) == {""}, "a queued run shows the workspace's metrics"
-    assert any("protocol cheema" in note and "model tiny" in note for note in notes)
+    assert any("protocol cheema" in note and "model tiny" in note and "seed 42" in note for note in notes)
     lines = render([header, ours, zero, real]).splitlines()
     assert len({line.index(" " + value) for line, value in zip(lines, ["data", "sample", "sample", "MVSA"], strict=True)}) == 1
+    # on the sample alone the paper's columns are left out, and the notes say why
+    (header, ours), notes = comparison_rows(experiments[:1])
+    assert "paper" not in header and ours[1:3] == ["sample 390/10", "81.8 [77.8, 85.3]"]
+    assert any("not comparable" in note for note in notes)
 
 
 def test_runs_that_differ_only_in_seed_are_grouped_with_mean_and_std():

@@ -13,7 +13,7 @@ and compares them on the same test pairs (`statistics`).
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,8 +26,10 @@ from llavac.labels import TASKS
 from llavac.metrics import read_split
 from llavac.statistics import METRICS, label_codes, mcnemar_exact, paired_difference_interval
 
-SETTINGS = ("protocol", "model", "train.method", "prompt.modalities", "seed", "train.backend", "predict.mode")
-"""Params that tell runs apart; a column is shown only where the runs differ, the rest in one line above."""
+SETTINGS = ("protocol", "model", "train.method", "prompt.modalities", "seed", "splits.source", "train.backend",
+            "predict.mode")
+"""Params that tell runs apart; a column is shown only where the runs differ, the rest in one line below."""
+SETTING_HEADERS = {"splits.source": "splits"}
 
 COLUMNS = (
     ("mm acc", "multimodal", "accuracy", "multimodal.accuracy.paper"),
@@ -117,42 +119,50 @@ def seed_cell(rows: Sequence[Mapping[str, Any]], label: str, name: str) -> str:
     return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else "-"
 
 
-def comparison_rows(experiments: Sequence[Mapping[str, Any]], param_keys: Iterable[str] = SETTINGS) -> tuple[list[list[str]], list[str]]:
+def comparison_rows(
+    experiments: Sequence[Mapping[str, Any]], param_keys: Iterable[str] = SETTINGS
+) -> tuple[list[list[str]], list[str]]:
     """(table, notes) for `dvc.api.exp_show()`'s rows: header, one row per run, then one per group of seeds.
 
-    A setting column appears only where the runs differ; the settings they share go into the notes.
+    A setting column appears only where the finished runs differ, the paper's columns only when a run
+    is on MVSA-Single; what is left out is said in the notes.
     """
-    varying = [key for key in SETTINGS if len({_setting(row, key) for row in experiments}) > 1]
-    shared = [f"{key} {_setting(experiments[0], key)}" for key in SETTINGS if key not in varying] if experiments else []
-    header = ["experiment", *(key.split(".")[-1] for key in varying), "data", "splits"]
+    done = [row for row in experiments if finished(row)]
+    varying = [key for key in SETTINGS if len({_setting(row, key) for row in done}) > 1]
+    shared = [f"{key} {_setting(done[0], key)}" for key in SETTINGS if key not in varying] if done else []
+    with_paper = any(paper_cell(row, COLUMNS[0][3]) != "n/a" for row in done)
+
+    def score_cells(value: Callable[[str, str], str], paper_row: Mapping[str, Any]) -> list[str]:
+        cells = []
+        for _, label, name, paper in COLUMNS:
+            cells += [value(label, name), paper_cell(paper_row, paper)] if paper and with_paper else [value(label, name)]
+        return cells
+
+    header = ["experiment", *(SETTING_HEADERS.get(key, key.split(".")[-1]) for key in varying), "data"]
     for name, _, _, paper in COLUMNS:
-        header += [name, "paper"] if paper else [name]
+        header += [name, "paper"] if paper and with_paper else [name]
     header.append("invalid %")
     rows = [header]
     for row in experiments:
         if not finished(row):
             rows.append([f"{run_name(row)} ({str(row.get('State')).lower()})", *[""] * (len(header) - 1)])
             continue
-        cells = [run_name(row), *(_setting(row, key) for key in varying), data_cell(row), _setting(row, "run.split_source")]
-        for _, label, name, paper in COLUMNS:
-            cells += [interval_cell(row, label, name), paper_cell(row, paper)] if paper else [interval_cell(row, label, name)]
         invalid = metric(row, "multimodal.invalid_rate")
-        cells.append(f"{invalid:.1f}" if _number(invalid) else "-")
-        rows.append(cells)
-    for group in seed_groups(experiments, param_keys):
+        rows.append([run_name(row), *(_setting(row, key) for key in varying), data_cell(row),
+                     *score_cells(lambda label, name, row=row: interval_cell(row, label, name), row),
+                     f"{invalid:.1f}" if _number(invalid) else "-"])
+    for group in seed_groups(done, param_keys):
         seeds = ",".join(_setting(row, "seed") for row in group)
-        cells = [f"mean of {len(group)} seeds",
-                 *(seeds if key == "seed" else _setting(group[0], key) for key in varying), data_cell(group[0]),
-                 _setting(group[0], "run.split_source")]
-        for _, label, name, paper in COLUMNS:
-            cells += [seed_cell(group, label, name), paper_cell(group[0], paper)] if paper else [seed_cell(group, label, name)]
-        cells.append("")
-        rows.append(cells)
+        rows.append([f"mean of {len(group)} seeds", *(seeds if key == "seed" else _setting(group[0], key) for key in varying),
+                     data_cell(group[0]), *score_cells(lambda label, name, group=group: seed_cell(group, label, name), group[0]),
+                     ""])
     notes = [
         f"All runs: {', '.join(shared)}." if shared else "",
         "Scores in %, mean over splits [95 % bootstrap interval: test pairs resampled within each split]. "
         "data: dataset test-pairs/splits. 'mean of N seeds': mean ± std (n - 1) over runs that differ only in seed.",
-        "paper: the paper's LLaVAC on MVSA-Single; n/a beside the synthetic sample, which is not comparable.",
+        "paper: the paper's LLaVAC on MVSA-Single; n/a beside the synthetic sample, which is not comparable."
+        if with_paper else "No run is on MVSA-Single, so the paper's numbers are left out: the synthetic sample is not "
+        "comparable with them.",
     ]
     return rows, [note for note in notes if note]
 
