@@ -23,6 +23,7 @@ from llavac.experiments import (
     paired_rows,
     read_run,
     render,
+    resolve_revision,
     seed_groups,
 )
 from llavac.metrics import load_predictions
@@ -147,6 +148,13 @@ def test_a_run_is_read_at_its_revision_through_dvc(tmp_path, prediction_records,
     assert sorted(committed.splits) == [1, 2] and committed.splits[1]["id"].tolist() == [r["id"] for r in first[1]]
     assert committed.splits[1]["pred_text"].tolist() == [r["pred_text"] for r in first[1]]
     assert json.loads(json.dumps(committed.params)) == committed.params
+    # names: an experiment's (a ref under refs/exps, as DVC stores them, on any baseline), a commit, `workspace`
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    run("git", "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/my-exp", head)
+    assert resolve_revision("my-exp", tmp_path) == head == resolve_revision("HEAD", tmp_path)
+    assert resolve_revision("workspace", tmp_path) is None
+    with pytest.raises(ValueError, match="'nope' is not `workspace`, an experiment"):
+        resolve_revision("nope", tmp_path)
 
 
 SEED_STAGE = """\

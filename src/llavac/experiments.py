@@ -182,12 +182,16 @@ def flat_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def compare_experiments(repo: Path = Path(".")) -> str:
-    """The table for the repository at `repo` (workspace, HEAD and its experiments), with its notes."""
+def compare_experiments(repo: Path = Path("."), num: int = 1) -> str:
+    """The table for the repository at `repo`: the workspace, the last `num` commits and their experiments
+    (as `dvc exp show -n num`), with its notes."""
     import dvc.api
 
     params = flat_params(yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8")))
-    rows, notes = comparison_rows(dvc.api.exp_show(repo=str(repo)), params)
+    shown = dvc.api.exp_show(repo=str(repo), num=num)
+    baselines = [row for row in shown if row.get("typ") == "baseline" and row.get("rev") != WORKSPACE]
+    older = {id(row) for row in baselines[1:]}  # older commits are history: only their experiments are runs to compare
+    rows, notes = comparison_rows([row for row in shown if id(row) not in older], params)
     return render(rows) + "\n\n" + "\n".join(notes)
 
 
@@ -200,19 +204,27 @@ class Run:
     splits: dict[int, pd.DataFrame]
 
 
-def resolve_revision(name: str, experiments: Sequence[Mapping[str, Any]], repo: Path) -> str | None:
-    """The git revision of `name`: an experiment's name as `dvc exp show` lists it, a commit-ish, or
-    `workspace` (None: the working tree)."""
+def resolve_revision(name: str, repo: Path) -> str | None:
+    """The git revision of `name`: an experiment's name as `dvc exp show` lists it (on any baseline commit),
+    a commit-ish, or `workspace` (None: the working tree)."""
     if name == WORKSPACE:
         return None
-    for row in experiments:
-        if row.get("Experiment") == name:
-            return str(row["rev"])
-    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"], cwd=repo,
-                           capture_output=True, text=True)
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+
+    refs = git("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").stdout.split("\n")
+    experiments = {line.split()[1].rsplit("/", 1)[1]: [] for line in refs if line.strip()}
+    for line in filter(str.strip, refs):
+        sha, ref = line.split()
+        experiments[ref.rsplit("/", 1)[1]].append(sha)
+    if len(experiments.get(name, [])) > 1:
+        raise ValueError(f"{name!r} names {len(experiments[name])} experiments (on different commits): give one's commit")
+    if name in experiments:
+        return experiments[name][0]
+    found = git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
     if found.returncode:
-        names = sorted(str(row["Experiment"]) for row in experiments if row.get("Experiment"))
-        raise ValueError(f"{name!r} is not `workspace`, an experiment ({', '.join(names) or 'none'}) or a commit")
+        raise ValueError(f"{name!r} is not `workspace`, an experiment (`dvc exp show -A` lists them) or a commit")
     return found.stdout.strip()
 
 
@@ -290,10 +302,7 @@ def paired_rows(a: Run, b: Run) -> tuple[list[list[str]], dict[str, Any]]:
 
 def compare_paired(name_a: str, name_b: str, repo: Path = Path(".")) -> str:
     """`llavac compare --paired A B`: the two runs on the same test pairs, or a ValueError saying why not."""
-    import dvc.api
-
-    experiments = dvc.api.exp_show(repo=str(repo))
-    a, b = (read_run(name, resolve_revision(name, experiments, repo), repo) for name in (name_a, name_b))
+    a, b = (read_run(name, resolve_revision(name, repo), repo) for name in (name_a, name_b))
     reason = pairs_differ(a, b)
     if reason:
         raise ValueError(f"{a.name} and {b.name} were not tested on the same pairs, so they cannot be paired: {reason}")
