@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--paired", nargs=2, metavar=("A", "B"), help="two experiments to pair (the seeds)")
     args = parser.parse_args()
     runs = []
-    for row in dvc.api.exp_show():
+    for row in dvc.api.exp_show(num=50):  # the experiments stay on the commit they were queued from
         if not row.get("Experiment") or not finished(row):
             continue
         settings = {key: (int(row[key]) if isinstance(row.get(key), float) else row.get(key)) for key in SETTINGS}
