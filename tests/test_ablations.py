@@ -17,6 +17,7 @@ from llavac.params import Evaluation
 from llavac.predict import load_classifier, predict_records
 from llavac.prompt import llava_record
 from llavac.train import untrained_adapter
+from helpers import write_params
 from test_model import ARCHITECTURE, TEXTS
 
 
@@ -72,3 +73,24 @@ def test_method_none_predicts_with_the_base_model_as_it_is(world, tmp_path):
     generated = predict_records(model, inputs, records, world["images"], 3, 8, "generate")
     assert len(generated) == len(records) and all("raw" in row for row in generated)
     json.dumps(generated)  # rows are JSON as the predict stage writes them
+
+
+def test_train_stage_with_method_none_writes_untrained_adapters(world, tmp_path, run_stage):
+    write_params(tmp_path, train__method="none")
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "base.json").write_text(json.dumps({"name_or_path": world["base"]}))
+    for split in ("1", "2"):
+        (tmp_path / "llava" / split).mkdir(parents=True)
+        (tmp_path / "llava" / split / "train.json").write_text(json.dumps(world["records"]["both"]))
+    assert run_stage(tmp_path, "train.py", "base", "llava", world["images"], "adapters", "ckpt", "live") is None
+    for split in ("1", "2"):
+        assert read_card(tmp_path / "adapters" / split).method == "none"
+    assert (tmp_path / "live").is_dir() and not (tmp_path / "ckpt").exists()
+
+
+def test_llava_repo_backend_refuses_text_only(tmp_path, run_stage):
+    write_params(tmp_path, train__backend="llava-repo", prompt__modalities="text")
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "base.json").write_text(json.dumps({"name_or_path": "b", "llava_model": "m", "vision_tower": "v"}))
+    message = run_stage(tmp_path, "train.py", "base", "llava", "raw", "adapters", "ckpt", "live")
+    assert "cannot train prompt.modalities=text" in message and "train.backend=hf" in message
