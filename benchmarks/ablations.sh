@@ -10,13 +10,14 @@ dvc exp run --queue -n zero-shot -S train.method=none
 dvc exp run --queue -n text-only -S prompt.modalities=text
 dvc exp run --queue -n zhang -S protocol=zhang    # another protocol: `llavac compare --paired` must refuse it
 dvc exp run --queue -n image-only -S prompt.modalities=image
-# Two seeds under protocol random (one split): on the shared 2-core machine a 10-split cheema training took
-# ~25 minutes, too long for two more within the session. `-S seed=1,2` queues the same grid unnamed.
+# Two seeds under protocol random (one split) first: a 10-split cheema training took 10-35 minutes on the
+# shared machine. `-S seed=1,2` queues the same grid unnamed.
 dvc exp run --queue -n random-seed-1 -S protocol=random -S seed=1
 dvc exp run --queue -n random-seed-2 -S protocol=random -S seed=2
 dvc exp run --queue -n zero-shot-score -S train.method=none -S predict.mode=score
 dvc exp run --queue -n default-seed42             # the default itself, named, so that it joins a seed group
-dvc exp run --queue -n seed-1 -S seed=1           # one more seed of the default (cheema, 10 splits)
+dvc exp run --queue -n seed-1 -S seed=1           # two more seeds of the default (cheema, 10 splits)
+dvc exp run --queue -n seed-2 -S seed=2
 dvc queue start                          # one worker: the experiments run one at a time
 while dvc queue status | grep -E "Queued|Running" > /dev/null; do sleep 30; done
 dvc queue status
