@@ -188,7 +188,8 @@ def compare_experiments(repo: Path = Path("."), num: int = 1) -> str:
     import dvc.api
 
     params = flat_params(yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8")))
-    shown = dvc.api.exp_show(repo=str(repo), num=num)
+    # HEAD named by its sha: in a git worktree DVC can otherwise take another worktree's branch for HEAD
+    shown = dvc.api.exp_show(repo=str(repo), revs=_git(repo, "rev-parse", "HEAD").stdout.strip(), num=num)
     baselines = [row for row in shown if row.get("typ") == "baseline" and row.get("rev") != WORKSPACE]
     older = {id(row) for row in baselines[1:]}  # older commits are history: only their experiments are runs to compare
     rows, notes = comparison_rows([row for row in shown if id(row) not in older], params)
@@ -204,16 +205,17 @@ class Run:
     splits: dict[int, pd.DataFrame]
 
 
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """One git command in `repo`; the caller reads its stdout and return code."""
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+
+
 def resolve_revision(name: str, repo: Path) -> str | None:
     """The git revision of `name`: an experiment's name as `dvc exp show` lists it (on any baseline commit),
     a commit-ish, or `workspace` (None: the working tree)."""
     if name == WORKSPACE:
         return None
-
-    def git(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
-
-    refs = git("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").stdout.split("\n")
+    refs = _git(repo, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").stdout.split("\n")
     experiments = {line.split()[1].rsplit("/", 1)[1]: [] for line in refs if line.strip()}
     for line in filter(str.strip, refs):
         sha, ref = line.split()
@@ -222,7 +224,7 @@ def resolve_revision(name: str, repo: Path) -> str | None:
         raise ValueError(f"{name!r} names {len(experiments[name])} experiments (on different commits): give one's commit")
     if name in experiments:
         return experiments[name][0]
-    found = git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
+    found = _git(repo, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
     if found.returncode:
         raise ValueError(f"{name!r} is not `workspace`, an experiment (`dvc exp show -A` lists them) or a commit")
     return found.stdout.strip()
