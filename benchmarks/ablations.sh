@@ -18,6 +18,7 @@ dvc exp run --queue -n zero-shot-score -S train.method=none -S predict.mode=scor
 dvc exp run --queue -n default-seed42             # the default itself, named, so that it joins a seed group
 dvc exp run --queue -n seed-1 -S seed=1           # two more seeds of the default (cheema, 10 splits)
 dvc exp run --queue -n seed-2 -S seed=2
+dvc exp run --queue -n image-only-seed-1 -S prompt.modalities=image -S seed=1   # seed 42 does not read tweets
 dvc queue start                          # one worker: the experiments run one at a time
 while dvc queue status | grep -E "Queued|Running" > /dev/null; do sleep 30; done
 dvc queue status
