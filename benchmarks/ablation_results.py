@@ -1,10 +1,10 @@
 """Collect the ablations queued by benchmarks/ablations.sh into benchmarks/results/ablations-cpu.json.
 
-    python benchmarks/ablation_results.py [--paired A B]
+    python benchmarks/ablation_results.py [--paired A B]...
 
 Reads every finished experiment of this repository with `dvc.api.exp_show()`, keeps its settings and
 its scores (accuracy with the 95 % interval and weighted F1 of each label, invalid answers), adds
-`llavac compare --num 50` (with its seed groups) and `llavac compare --paired A B` for two seeds, and
+`llavac compare --num 50` (with its seed groups) and `llavac compare --paired A B` for each pair given, and
 prints the Markdown table of docs/statistics.md.
 """
 
@@ -63,7 +63,8 @@ def markdown(runs: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--paired", nargs=2, metavar=("A", "B"), help="two experiments to pair (the seeds)")
+    parser.add_argument("--paired", nargs=2, action="append", default=[], metavar=("A", "B"),
+                        help="two experiments to pair (repeatable)")
     args = parser.parse_args()
     runs = []
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
@@ -78,20 +79,19 @@ def main() -> None:
     result = {
         "what": "Ablations on the embedded default (synthetic sample, tiny model, protocol cheema, 10 splits, 390 test "
                 "pairs), each a DVC experiment run from the queue; scores in %, mean over splits [95 % bootstrap interval].",
-        "commands": ["bash benchmarks/ablations.sh", "python benchmarks/ablation_results.py --paired A B"],
+        "commands": ["bash benchmarks/ablations.sh",
+                     "python benchmarks/ablation_results.py " + " ".join(f"--paired {a} {b}" for a, b in args.paired)],
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}; 2 cores shared by seven engineers (load "
                    "average 9-15 during the runs): `minutes` are wall times there, first to last log line",
         "runs": runs,
     }
     result["compare"] = compare_experiments(num=50).splitlines()  # `llavac compare --num 50`: the seed groups
-    if args.paired:
-        result["paired"] = {"a": args.paired[0], "b": args.paired[1], "output": compare_paired(*args.paired).splitlines()}
+    result["paired"] = [{"a": a, "b": b, "output": compare_paired(a, b).splitlines()} for a, b in args.paired]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(markdown(runs))
-    if args.paired:
-        print()
-        print("\n".join(result["paired"]["output"]))
+    for paired in result["paired"]:
+        print("\n" + "\n".join(paired["output"]))
     print(f"\nwrote {OUT}")
 
 
