@@ -4,10 +4,12 @@
         metrics/vs_paper.json reports/results.md metrics/data.json
 
 Writes the paper's LLaVAC numbers in the schema of scores.json, ours minus the paper's, and a
-Markdown report. Whether the data is the synthetic sample comes from the data itself, through
-metrics/data.json. Reads params `dataset`, `protocol`, `model` and `data.raw_dir` (named in the report).
-Where reference/paper.yaml has no row for the dataset and protocol, paper.json and vs_paper.json are
-empty and the report says so.
+Markdown report, each saying what the run was: dataset, pairs, split source and seed, number of
+splits, invalid answers. Whether the data is the synthetic sample comes from the data itself, through
+metrics/data.json; on it no difference from the paper is written. Where reference/paper.yaml has no
+row for the dataset and protocol, paper.json holds nothing, vs_paper.json only the run's facts, and the
+report says so. Reads params `dataset`, `protocol`, `model`, `data.raw_dir`, `seed`, `splits.source`,
+`splits.seed`, `train.method` and `prompt.modalities` (named in the report).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from common import load_params, run, stage_logger  # first: it checks the interp
 import yaml
 
 from llavac.files import write_json, write_text
-from llavac.paper import RunInfo, load_paper, paper_scores, results_markdown, versus_paper
+from llavac.paper import RunInfo, load_paper, paper_scores, results_markdown, vs_paper_json
 
 
 def data_facts(data_json: Path) -> tuple[int, bool]:
@@ -58,21 +60,26 @@ def main() -> None:
     if protocol not in paper.protocols:
         sys.exit(f"error: {args.paper} has no table for protocol {protocol!r}; it has: {', '.join(paper.protocols)}")
     valid_pairs, synthetic_sample = data_facts(args.data_json)
-    run = RunInfo(model=params.model, raw_dir=raw_dir, synthetic_sample=synthetic_sample, valid_pairs=valid_pairs)
+    run = RunInfo(model=params.model, raw_dir=raw_dir, synthetic_sample=synthetic_sample, valid_pairs=valid_pairs,
+                  split_source=params.splits.source, split_seed=params.splits.seed, seed=params.seed,
+                  method=params.train.method, modalities=params.prompt.modalities,
+                  dataset_id=params.dataset)
     log.info(
-        "loaded %s (%d split(s), %d test pairs) and %d published rows from %s; protocol %s, model %s, data %s%s",
+        "loaded %s (%d split(s), %d test pairs) and %d published rows from %s; protocol %s, model %s, data %s (%s), "
+        "splits %s",
         args.scores, ours["n_splits"], ours["n_test_pairs"], len(paper.rows), args.paper,
-        protocol, run.model, raw_dir, " (synthetic sample)" if run.synthetic_sample else "",
+        protocol, run.model, raw_dir, run.dataset, run.split_description,
     )
 
     dataset = params.dataset
     published = paper_scores(paper, protocol, dataset) if paper.rows_for(protocol, dataset) else {}
-    deltas = versus_paper(ours, published)
+    compared = vs_paper_json(ours, published, run)
     write_json(args.paper_json, published)
-    write_json(args.vs_paper, deltas)
-    write_text(args.report, results_markdown(paper, protocol, ours, run, dataset))
-    for metric, d in deltas.get("multimodal", {}).items():
-        log.info("multimodal %s: ours %.2f, paper %.2f, delta %+.2f", metric, d["ours"], d["paper"], d["delta"])
+    write_json(args.vs_paper, compared)
+    write_text(args.report, results_markdown(paper, protocol, ours, run))
+    for metric, d in compared.get("multimodal", {}).items():
+        versus = f", delta {d['delta']:+.2f}" if "delta" in d else " (not comparable: synthetic sample)"
+        log.info("multimodal %s: ours %.2f, published %.2f%s", metric, d["ours"], d["paper"], versus)
     log.info("wrote %s, %s and %s", args.paper_json, args.vs_paper, args.report)
 
 

@@ -2,7 +2,7 @@
 
     python stages/format.py artifacts/splits artifacts/llava
 
-params: prompt.image_position.
+params: prompt.image_position, prompt.modalities.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args()
     log = stage_logger("format")
-    position = load_params().prompt.image_position
+    prompt = load_params().prompt
     try:
-        counts = format_splits(args.splits_dir, args.out_dir, position)
+        counts = format_splits(args.splits_dir, args.out_dir, prompt.image_position, prompt.modalities)
     except FileNotFoundError as exc:
         sys.exit(f"error: {exc}")
-    log.info("wrote %d files (%d records, image %s) to %s", len(counts), sum(counts.values()), position, args.out_dir)
+    log.info("wrote %d files (%d records, image %s, modalities %s) to %s", len(counts), sum(counts.values()),
+             prompt.image_position, prompt.modalities, args.out_dir)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
     python stages/sample.py artifacts/sample
 
-Reads params `seed`, `dataset` and `sample.*`; writes OUT_DIR/MVSA_Single (labelResultAll.txt with one
-or three annotators per line, data/<id>.txt, data/<id>.jpg) and OUT_DIR/splits/README.txt.
+Reads params `dataset` and `sample.*` (its own `sample.seed`); writes OUT_DIR/MVSA_Single
+(labelResultAll.txt with one or three annotators per line, data/<id>.txt, data/<id>.jpg) and
+OUT_DIR/splits/README.txt.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def main() -> None:
         sys.exit("usage: python stages/sample.py OUT_DIR")
     out_dir = Path(sys.argv[1])
     params = load_params()
-    sample, seed = params.sample, params.seed
+    sample, seed = params.sample, params.sample.seed
     log.info("writing %d synthetic %s pairs (seed %d, image sides %d-%d px) to %s",
              sample.n_pairs, params.dataset, seed, sample.min_side, sample.max_side, out_dir)
     try:

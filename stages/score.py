@@ -2,8 +2,9 @@
 
     python stages/score.py artifacts/predictions artifacts/predictions/val metrics/scores.json plots
 
-The label probabilities are calibrated with one temperature per label and split, fitted on the
-split's validation predictions and applied to its test predictions.
+Accuracy and weighted F1 carry 95 % bootstrap intervals (`llavac.statistics`). The label probabilities
+are calibrated with one temperature per label and split, fitted on the split's validation predictions
+and applied to its test predictions.
 """
 
 from __future__ import annotations
@@ -58,11 +59,13 @@ def main() -> None:
     write_json(args.scores, scores)
     for task in TASKS:
         c = calibration[task]
+        s = scores[task]
         log.info(
-            "%s: accuracy %.2f ± %.2f, weighted F1 %.2f ± %.2f, invalid %.2f%%; test NLL %.3f -> %.3f, ECE %.1f%% -> %.1f%%",
-            task, scores[task]["accuracy"], scores[task]["accuracy_std"], scores[task]["weighted_f1"],
-            scores[task]["weighted_f1_std"], scores[task]["invalid_rate"], c["nll_before"], c["nll_after"],
-            c["ece_before"], c["ece_after"],
+            "%s: accuracy %.2f [%.2f, %.2f], weighted F1 %.2f [%.2f, %.2f] (95 %% intervals; std over splits %.2f, %.2f), "
+            "invalid %.2f%%; test NLL %.3f -> %.3f, ECE %.1f%% -> %.1f%%",
+            task, s["accuracy"], s["accuracy_ci_low"], s["accuracy_ci_high"], s["weighted_f1"], s["weighted_f1_ci_low"],
+            s["weighted_f1_ci_high"], s["accuracy_std"], s["weighted_f1_std"], s["invalid_rate"], c["nll_before"],
+            c["nll_after"], c["ece_before"], c["ece_after"],
         )
     log.info("wrote %s", args.scores)
 

@@ -2,7 +2,7 @@
 
     python stages/split.py artifacts/pairs.parquet <splits.dir> artifacts/splits
 
-params: seed, dataset, protocol, splits.source, splits.allow_mismatches.
+params: splits.seed, dataset, protocol, splits.source, splits.allow_mismatches.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main() -> None:
             out_dir,
             params.protocol,
             params.splits.source,
-            params.seed,
+            params.splits.seed,
             params.splits.allow_mismatches,
             params.dataset,
         )

@@ -1,5 +1,7 @@
 """train stage: LoRA-fine-tune the base model on every split's training set, with the selected backend.
 
+`train.method: none` trains nothing: each split's adapter folder stands for the base model as it is.
+
 `train.backend: hf` trains with this project's code (HF Trainer); `llava-repo` runs the LLaVA
 repository's own `llava/train/train.py` and converts its LoRA into the same adapter format.
 `train.launcher` (`python`, `deepspeed --num_gpus N`, `deepspeed --hostfile F`) starts the training
@@ -27,7 +29,7 @@ from llavac.llava_repo import (
 from llavac.model.loading import read_pointer
 from llavac.curves import plot_training_loss
 from llavac.split_folders import split_folders
-from llavac.train import train_split
+from llavac.train import train_split, untrained_adapter
 
 
 def relaunch_under(launcher: str) -> None:
@@ -51,6 +53,13 @@ def main() -> None:
     backend, launcher = params.train.backend, params.train.launcher
     recipe = params.selected.recipe
     base = read_pointer(args.base_dir)
+    if params.train.method == "none":
+        args.live_dir.mkdir(parents=True, exist_ok=True)  # a DVC output even when there are no curves
+        for split_dir in split_folders(args.llava_dir, "format"):
+            untrained_adapter(base, args.out_dir / split_dir.name, params.prompt.image_position, recipe.precision)
+            log.info("split %s: train.method=none, nothing trained: %s stands for %s as it is",
+                     split_dir.name, args.out_dir / split_dir.name, base)
+        return
     if backend == "hf":
         relaunch_under(launcher)
     else:
@@ -58,6 +67,9 @@ def main() -> None:
         if not llava_model or not vision_tower:
             sys.exit(f"error: train.backend=llava-repo needs the model in LLaVA's format: give models.{params.model} "
                      "`pretrained_llava` and `vision_tower` (e.g. liuhaotian/llava-v1.5-7b, openai/clip-vit-large-patch14-336)")
+        if params.prompt.modalities == "text":
+            sys.exit("error: train.backend=llava-repo cannot train prompt.modalities=text (LLaVA's loader opens every "
+                     "record's image; the blank image exists only in this project's loader): use train.backend=hf")
         if params.prompt.image_position != "front":
             sys.exit("error: train.backend=llava-repo always moves <image> to the front of the prompt (LLaVA's preprocessing); "
                      "set prompt.image_position=front")

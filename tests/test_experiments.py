@@ -1,25 +1,200 @@
-"""`llavac compare`: one short, aligned row per experiment, from the keys DVC flattens its metrics into."""
+"""`llavac compare`: short aligned rows with intervals and data facts, seed groups, paired comparisons."""
 
-from llavac.experiments import comparison_rows, render
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llavac.experiments import (
+    Run,
+    compare_experiments,
+    comparison_rows,
+    pairs_differ,
+    paired_rows,
+    read_run,
+    render,
+    resolve_revision,
+    seed_groups,
+)
+from llavac.metrics import load_predictions
+from llavac.statistics import accuracy, label_codes
+
+SAMPLE_RUN = {"run.dataset": "synthetic sample", "run.comparable_with_paper": "False", "run.test_pairs": 390.0,
+              "run.splits": 10.0, "run.split_source": "generated"}
 
 
-def test_rows_pick_the_paper_columns_and_mark_what_an_experiment_lacks():
+def scored(accuracy: float, **more) -> dict:
+    """A finished run's exp_show row: multimodal accuracy with its interval, as DVC flattens the metrics files."""
+    return {"metrics/scores.json:multimodal.accuracy": accuracy, "multimodal.accuracy_ci_low": accuracy - 4,
+            "multimodal.accuracy_ci_high": accuracy + 3.5, "multimodal.invalid_rate": 0.0, "protocol": "cheema",
+            "model": "tiny", "seed": 42.0, "multimodal.accuracy.paper": 76.24, **SAMPLE_RUN, **more}
+
+
+def test_rows_show_intervals_data_and_only_the_settings_that_differ():
     experiments = [
-        {"rev": "workspace", "Experiment": None, "dataset": "mvsa-multiple", "protocol": "cheema", "model": "tiny", "train.backend": "hf",
-         "multimodal.accuracy.ours": 80.256, "multimodal.accuracy_std": 4.45, "multimodal.accuracy.paper": 76.24,
-         "multimodal.weighted_f1.ours": 81.73, "multimodal.weighted_f1_std": 4.18, "multimodal.weighted_f1.paper": 76.36,
-         "text.accuracy": 59.74, "text.accuracy_std": 7.78, "image.accuracy": 99.49, "image.accuracy_std": 1.03,
-         "text.per_class.negative.precision": 70.3},
-        {"rev": "3f1c0d9e0a5b4c7d8e9f0a1b2c3d4e5f6a7b8c9d", "Experiment": None, "protocol": "random", "model": "tiny"},
-        {"rev": "9" * 40, "Experiment": "llavac-random", "protocol": "random", "model": "llava-v15-7b", "text.accuracy": 70.0},
+        {"rev": "workspace", "Experiment": None, **scored(81.79, **{"text.accuracy": 60.77})},
+        {"rev": "9" * 40, "Experiment": "zero-shot", "State": "Success", **scored(0.0, **{"train.method": "none"})},
+        {"rev": "8" * 40, "Experiment": "real", "State": "Success",
+         **scored(77.0, **{"run.dataset": "MVSA-Single", "run.comparable_with_paper": "True", "run.test_pairs": 4511.0})},
+        {"rev": "7" * 7, "Experiment": "later", "State": "Queued", **scored(81.79, seed=1.0)},
     ]
-    header, ours, commit, named = comparison_rows(experiments)
-    assert header == ["experiment", "dataset", "protocol", "model", "backend", "mode", "mm acc", "paper", "mm wF1", "paper",
-                      "text acc", "image acc"]
-    assert ours == ["workspace", "mvsa-multiple", "cheema", "tiny", "hf", "-", "80.26 ± 4.45", "76.24", "81.73 ± 4.18", "76.36",
-                    "59.74 ± 7.78", "99.49 ± 1.03"]
-    assert commit[:4] == ["3f1c0d9", "-", "random", "tiny"] and set(commit[4:]) == {"-"}
-    assert named[0] == "llavac-random" and named[10] == "70.00"
-    lines = render([header, ours, commit, named]).splitlines()
-    starts = [line.index(" " + value) for line, value in zip(lines, ["protocol", "cheema", "random", "random"], strict=True)]
-    assert len(lines) == 4 and len(set(starts)) == 1, lines  # the protocol column is aligned
+    (header, ours, zero, real, queued), notes = comparison_rows(experiments)
+    assert header[:5] == ["experiment", "method", "data", "mm acc", "paper"]
+    assert ours[:6] == ["workspace", "-", "sample 390/10", "81.8 [77.8, 85.3]", "n/a", "-"]
+    assert zero[1] == "none" and real[2] == "MVSA-Single 4511/10"
+    assert real[4] == "76.24", "the paper's number stands beside a run on MVSA-Single only"
+    assert queued[0] == "later (queued)" and set(queued[1:]) == {""}, "a queued run shows the workspace's metrics"
+    assert any("protocol cheema" in note and "model tiny" in note and "seed 42" in note for note in notes)
+    lines = render([header, ours, zero, real]).splitlines()
+    assert len({line.index(" " + value) for line, value in zip(lines, ["data", "sample", "sample", "MVSA"], strict=True)}) == 1
+    # on the sample alone the paper's columns are left out, and the notes say why
+    (header, ours), notes = comparison_rows(experiments[:1])
+    assert "paper" not in header and ours[1:3] == ["sample 390/10", "81.8 [77.8, 85.3]"]
+    assert any("not comparable" in note for note in notes)
+
+
+def test_runs_that_differ_only_in_seed_are_grouped_with_mean_and_std():
+    same = {"protocol": "cheema", "train.method": "lora", "State": "Success"}
+    experiments = [
+        {"rev": "a" * 40, "Experiment": "s1", **scored(80.0, seed=1.0), **same},
+        {"rev": "b" * 40, "Experiment": "s2", **scored(84.0, seed=2.0), **same},
+        {"rev": "c" * 40, "Experiment": "s3", **scored(83.0, seed=3.0), **same},
+        {"rev": "d" * 40, "Experiment": "other", **scored(50.0, seed=1.0), **{**same, "train.method": "none"}},
+        {"rev": "workspace", "Experiment": None, **scored(80.0, seed=1.0), **same},
+    ]
+    keys = ["seed", "protocol", "train.method"]
+    groups = seed_groups(experiments, keys)
+    assert [[row["Experiment"] for row in group] for group in groups] == [["s1", "s2", "s3"]]
+    rows, _ = comparison_rows(experiments, keys)
+    group_row = rows[-1]
+    assert group_row[0] == "mean of 3 seeds" and "1,2,3" in group_row
+    values = [80.0, 84.0, 83.0]
+    assert f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}" in group_row
+
+
+def frame(ids: list[int], gold: list[str], predicted: list[str | None]) -> pd.DataFrame:
+    return pd.DataFrame({"id": ids, **{f"{t}_label": gold for t in ("text", "image", "multimodal")},
+                         **{f"pred_{t}": predicted for t in ("text", "image", "multimodal")}})
+
+
+def test_paired_rows_on_the_same_pairs_in_another_order():
+    rng = random.Random(0)
+    labels = ["negative", "neutral", "positive"]
+    gold = [rng.choice(labels) for _ in range(60)]
+    a_pred = [g if rng.random() < 0.8 else rng.choice(labels) for g in gold]
+    b_pred = [g if rng.random() < 0.6 else None for g in gold]
+    a = Run("A", {"seed": 1}, {1: frame(list(range(60)), gold, a_pred)})
+    reversed_b = frame(list(range(60)), gold, b_pred).iloc[::-1].reset_index(drop=True)
+    b = Run("B", {"seed": 2}, {1: reversed_b})
+    assert pairs_differ(a, b) is None
+    rows, test = paired_rows(a, b)
+    expected = accuracy(label_codes(pd.Series(gold)), label_codes(pd.Series(a_pred))) - accuracy(
+        label_codes(pd.Series(gold)), label_codes(pd.Series(b_pred)))
+    multimodal_accuracy = next(row for row in rows if row[:2] == ["multimodal", "accuracy"])
+    assert multimodal_accuracy[4].startswith(f"{expected:+.1f} [")
+    right_a = np.array(a_pred) == np.array(gold)
+    right_b = np.array([p == g for p, g in zip(b_pred, gold, strict=True)])
+    assert test["a_right_b_wrong"] == int((right_a & ~right_b).sum())
+    assert test["a_wrong_b_right"] == int((~right_a & right_b).sum())
+
+
+def test_runs_on_other_pairs_are_refused_with_the_params_that_chose_them():
+    cheema = Run("c", {"protocol": "cheema", "seed": 1}, {1: frame([1, 2, 3], ["positive"] * 3, ["positive"] * 3)})
+    zhang = Run("z", {"protocol": "zhang", "seed": 1}, {1: frame([2, 3, 4], ["positive"] * 3, ["positive"] * 3)})
+    reason = pairs_differ(cheema, zhang)
+    assert "1 test pairs only in c, 1 only in z" in reason and "protocol ('cheema' vs 'zhang')" in reason
+    relabelled = Run("r", {"protocol": "cheema", "seed": 1}, {1: frame([1, 2, 3], ["negative"] * 3, ["positive"] * 3)})
+    assert "3 test pairs with other gold labels" in pairs_differ(cheema, relabelled)
+    assert "the data itself differs" in pairs_differ(cheema, relabelled)
+    more = Run("m", cheema.params, {**cheema.splits, 2: cheema.splits[1]})
+    assert "splits [1, 2]" in pairs_differ(more, cheema)
+
+
+def test_a_run_is_read_at_its_revision_through_dvc(tmp_path, prediction_records, write_predictions):
+    """Predictions are a DVC-cached output: a commit's are read from the cache, the workspace's from disk."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t.invalid"}
+    dvc = str(Path(sys.executable).parent / "dvc")
+
+    def run(*command: str) -> None:
+        subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True)
+
+    run("git", "init", "-q")
+    run(dvc, "init", "-q")
+    (tmp_path / "params.yaml").write_text("seed: 1\nprotocol: cheema\n")
+    first = {1: prediction_records(random.Random(1), 12, 0), 2: prediction_records(random.Random(2), 9, 100)}
+    write_predictions(tmp_path / "artifacts" / "predictions", first)
+    run(dvc, "add", "-q", "artifacts/predictions")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "first")
+    write_predictions(tmp_path / "artifacts" / "predictions", {1: prediction_records(random.Random(3), 12, 0)})
+    (tmp_path / "params.yaml").write_text("seed: 2\nprotocol: cheema\n")
+    committed = read_run("HEAD", "HEAD", tmp_path)
+    assert committed.params == {"seed": 1, "protocol": "cheema"}
+    expected = load_predictions(tmp_path / "artifacts" / "predictions")  # the workspace now
+    workspace = read_run("workspace", None, tmp_path)
+    assert workspace.params["seed"] == 2
+    pd.testing.assert_frame_equal(workspace.splits[1], expected[1])
+    assert sorted(committed.splits) == [1, 2] and committed.splits[1]["id"].tolist() == [r["id"] for r in first[1]]
+    assert committed.splits[1]["pred_text"].tolist() == [r["pred_text"] for r in first[1]]
+    assert json.loads(json.dumps(committed.params)) == committed.params
+    # names: an experiment's (a ref under refs/exps, as DVC stores them, on any baseline), a commit, `workspace`
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    run("git", "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/my-exp", head)
+    assert resolve_revision("my-exp", tmp_path) == head == resolve_revision("HEAD", tmp_path)
+    assert resolve_revision("workspace", tmp_path) is None
+    with pytest.raises(ValueError, match="'nope' is not `workspace`, an experiment"):
+        resolve_revision("nope", tmp_path)
+
+
+SEED_STAGE = """\
+import json, sys, yaml
+seed = yaml.safe_load(open("params.yaml"))["seed"]
+accuracy = 70.0 + seed
+block = {"accuracy": accuracy, "accuracy_ci_low": accuracy - 5, "accuracy_ci_high": accuracy + 5, "invalid_rate": 0.0}
+json.dump({"multimodal": block, "text": block, "image": block}, open("scores.json", "w"))
+"""
+
+
+@pytest.mark.slow
+def test_a_seed_grid_runs_from_dvcs_queue_and_compare_groups_it(tmp_path):
+    """`dvc exp run --queue -S seed=1,2,3` + `dvc queue start` on a one-stage pipeline; `llavac compare` then
+    shows the three runs and their mean ± std."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t.invalid"}
+    dvc = str(Path(sys.executable).parent / "dvc")
+
+    def run(*command: str) -> str:
+        return subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout
+
+    run("git", "init", "-q")
+    run(dvc, "init", "-q")
+    (tmp_path / "seed_stage.py").write_text(SEED_STAGE)
+    (tmp_path / "params.yaml").write_text("seed: 42\nprotocol: cheema\n")
+    (tmp_path / "dvc.yaml").write_text(
+        f"stages:\n  score:\n    cmd: {sys.executable} seed_stage.py\n    deps: [seed_stage.py]\n    params: [seed]\n"
+        "    metrics:\n      - scores.json:\n          cache: false\n")
+    run(dvc, "repro", "-q")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "pipeline")
+    run(dvc, "exp", "run", "--queue", "-S", "seed=1,2,3")
+    run(dvc, "queue", "start")
+    deadline = time.monotonic() + 240
+    while re.search(r"Queued|Running", run(dvc, "queue", "status")) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert run(dvc, "queue", "status").count("Success") == 3
+    rows = compare_experiments(tmp_path).splitlines()
+    assert sum(" 71.0 [66.0, 76.0]" in row or " 72.0 [67.0, 77.0]" in row or " 73.0 [68.0, 78.0]" in row
+               for row in rows) == 3
+    group = next(row for row in rows if row.startswith("mean of 3 seeds"))
+    assert "1,2,3" in group and "72.0 ± 1.0" in group

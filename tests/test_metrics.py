@@ -102,6 +102,25 @@ def test_one_split_has_zero_std(tmp_path, prediction_records, write_predictions)
     assert all(scores[t][f"{m}_std"] == 0.0 for t in TASKS for m in ("accuracy", "weighted_f1", "macro_f1"))
 
 
+def test_scores_carry_a_95_percent_interval_around_the_mean_over_splits(predictions):
+    scores = score_splits(load_predictions(predictions[0]))
+    for task in TASKS:
+        for metric in ("accuracy", "weighted_f1"):
+            low, high = scores[task][f"{metric}_ci_low"], scores[task][f"{metric}_ci_high"]
+            assert low < scores[task][metric] < high
+            assert high - low < 30  # ~130 pairs: an interval of some ten points, not the whole range
+
+
+def test_a_split_answered_all_right_has_a_degenerate_interval(tmp_path, prediction_records, write_predictions):
+    records = prediction_records(random.Random(4), 20, 0)
+    for record in records:
+        record["pred_image"] = record["image_label"]
+    write_predictions(tmp_path, {1: records})
+    image = score_splits(load_predictions(tmp_path))["image"]
+    assert image["accuracy"] == image["accuracy_ci_low"] == image["accuracy_ci_high"] == 100.0
+    assert image["weighted_f1_ci_low"] == image["weighted_f1_ci_high"] == 100.0
+
+
 def test_confusion_rows_cover_every_pair_of_every_split(predictions):
     pred_dir, raw = predictions
     rows = confusion_rows(load_predictions(pred_dir), "multimodal")

@@ -15,7 +15,15 @@ import yaml
 from helpers import write_params
 from llavac.labels import TASKS
 from llavac.metrics import load_predictions, score_splits
-from llavac.paper import RunInfo, load_paper, make_paper_tags, paper_scores, results_markdown, versus_paper
+from llavac.paper import (
+    RunInfo,
+    load_paper,
+    make_paper_tags,
+    paper_scores,
+    results_markdown,
+    versus_paper,
+    vs_paper_json,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_YAML = REPO / "reference" / "paper.yaml"
@@ -106,37 +114,68 @@ def test_versus_paper_is_ours_minus_paper_for_shared_metrics(paper, ours):
 
 
 def test_results_markdown_says_which_data_it_ran_on(paper, ours):
-    run = RunInfo(model="tiny", raw_dir="artifacts/sample/MVSA_Single", synthetic_sample=True, valid_pairs=321)
+    run = RunInfo(model="tiny", raw_dir="artifacts/sample/MVSA_Single", synthetic_sample=True, valid_pairs=321,
+                  split_source="generated", split_seed=7, seed=3)
     sample_md = results_markdown(paper, "random", ours, run)
     for row in paper.rows_for("random"):
         assert row.model in sample_md and f"{row.scores['multimodal']['accuracy']:.2f}" in sample_md
     assert "synthetic sample" in sample_md and "not a reproduction" in sample_md
-    assert f"{ours['multimodal']['accuracy']:.2f} ± {ours['multimodal']['accuracy_std']:.2f}" in sample_md
-    assert "321 valid pairs" in sample_md and f"{ours['n_test_pairs']} test pairs" in sample_md
+    assert "321 valid pairs" in sample_md and f"{ours['n_test_pairs']} test pairs over {ours['n_splits']} split" in sample_md
+    assert "generated (split seed 7)" in sample_md and "seed 3, fine-tuned (LoRA), modalities `both`" in sample_md
+    # on the sample our row is not in the paper's table and no difference is printed
+    assert "(ours" not in sample_md and "minus" not in sample_md
     for task in TASKS:
-        assert f"| {task} | {ours[task]['accuracy']:.2f}" in sample_md
-    real = RunInfo(model="llava-v15-7b", raw_dir="data/MVSA_Single", synthetic_sample=False)
+        t = ours[task]
+        assert (f"| {task} | {t['accuracy']:.1f} [{t['accuracy_ci_low']:.1f}, {t['accuracy_ci_high']:.1f}] | "
+                f"{t['weighted_f1']:.1f} [{t['weighted_f1_ci_low']:.1f}, {t['weighted_f1_ci_high']:.1f}] | "
+                f"{t['accuracy_std']:.2f} |") in sample_md
+        assert f"{t['invalid_rate']:.2f} |" in sample_md
+    assert "std over splits" in sample_md and "95 % bootstrap interval" in sample_md
+    real = RunInfo(model="llava-v15-7b", raw_dir="data/MVSA_Single", synthetic_sample=False, split_source="official")
     real_md = results_markdown(paper, "zhang", ours, real)
-    assert "real data" in real_md and "not a reproduction" not in real_md and "QMF" in real_md
+    assert "MVSA-Single" in real_md and "not a reproduction" not in real_md and "QMF" in real_md
+    mm = ours["multimodal"]
+    assert f"| LLaVAC (ours, `llava-v15-7b`) | this run | {mm['accuracy']:.1f} [" in real_md
+    assert f"accuracy {mm['accuracy'] - 85.36:+.2f}" in real_md and "Splits: official" in real_md
 
 
-@pytest.mark.parametrize(("synthetic", "wording"), [(True, "synthetic sample"), (False, "real data")])
+def test_vs_paper_json_says_what_the_run_was_and_has_no_delta_on_the_sample(paper, ours):
+    published = paper_scores(paper, "cheema")
+    run = RunInfo(model="tiny", raw_dir="x", synthetic_sample=True, valid_pairs=390, split_seed=42, seed=1)
+    sample = vs_paper_json(ours, published, run)
+    assert sample["run"] == {
+        "dataset": "synthetic sample", "comparable_with_paper": False, "valid_pairs": 390,
+        "test_pairs": ours["n_test_pairs"], "splits": ours["n_splits"], "split_source": "generated", "split_seed": 42,
+        "seed": 1, "method": "lora", "modalities": "both", "invalid_rate": ours["multimodal"]["invalid_rate"],
+    }
+    assert leaf_paths(sample["multimodal"]) == {f"{m}.{k}" for m in ("accuracy", "weighted_f1") for k in ("ours", "paper")}
+    real = vs_paper_json(ours, published, RunInfo(model="m", raw_dir="x", synthetic_sample=False))
+    assert real["run"]["dataset"] == "MVSA-Single" and real["run"]["comparable_with_paper"] is True
+    assert real["multimodal"]["accuracy"]["delta"] == pytest.approx(ours["multimodal"]["accuracy"] - 76.24, abs=0.005)
+
+
+@pytest.mark.parametrize(("synthetic", "wording"), [(True, "synthetic sample"), (False, "MVSA-Single")])
 def test_compare_stage_writes_paper_deltas_and_report(tmp_path, run_stage, ours, synthetic, wording):
     """Whether the data is synthetic comes from metrics/data.json, not from where raw_dir lies."""
     raw_dir = "data/MVSA_Single"
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "scores.json").write_text(json.dumps(ours))
     (tmp_path / "metrics" / "data.json").write_text(json.dumps({"synthetic_sample": synthetic, "valid_pairs": 4511}))
-    write_params(tmp_path, protocol="zhang", model="tiny", data__raw_dir=raw_dir)
+    write_params(tmp_path, protocol="zhang", model="tiny", data__raw_dir=raw_dir, seed=5, splits__seed=6,
+                 train__method="none", prompt__modalities="text")
     outputs = ["metrics/paper.json", "metrics/vs_paper.json", "reports/results.md"]
     assert run_stage(tmp_path, "compare.py", "metrics/scores.json", PAPER_YAML, *outputs, "metrics/data.json") is None
     assert json.loads((tmp_path / "metrics" / "paper.json").read_text()) == {
         "multimodal": {"accuracy": 85.36, "weighted_f1": 85.06}
     }
-    deltas = json.loads((tmp_path / "metrics" / "vs_paper.json").read_text())
-    assert deltas["multimodal"]["accuracy"]["paper"] == 85.36
+    compared = json.loads((tmp_path / "metrics" / "vs_paper.json").read_text())
+    assert compared["multimodal"]["accuracy"]["paper"] == 85.36
+    assert ("delta" in compared["multimodal"]["accuracy"]) is not synthetic
+    assert compared["run"]["dataset"] == wording and compared["run"]["seed"] == 5 and compared["run"]["split_seed"] == 6
     report = (tmp_path / "reports" / "results.md").read_text()
     assert wording in report and raw_dir in report and "4511 valid pairs" in report
+    assert "not fine-tuned (`train.method: none`, zero-shot), modalities `text`" in report
+    assert (compared["run"]["method"], compared["run"]["modalities"]) == ("none", "text")
 
 
 def git(repo: Path, *args: str) -> str:
@@ -226,11 +265,14 @@ def test_mvsa_multiple_rows_are_selected_by_dataset(paper, ours):
     assert "CLMLF" in [r.model for r in paper.rows_for("random")]  # MVSA-Single's CLMLF row, 75.33
     assert paper.rows_for("random")[2].scores["multimodal"]["accuracy"] == 75.33
     assert paper.rows_for("cheema", "mvsa-multiple") == []
-    run = RunInfo(model="tiny", raw_dir="artifacts/sample/MVSA_Single", synthetic_sample=True)
-    report = results_markdown(paper, "random", ours, run, "mvsa-multiple")
-    assert report.startswith("# Results: MVSA-Multiple, protocol `random`")
+    real = RunInfo(model="tiny", raw_dir="data/MVSA_Multiple", synthetic_sample=False, dataset_id="mvsa-multiple")
+    report = results_markdown(paper, "random", ours, real)
+    assert report.startswith("# Results: MVSA-Multiple, protocol `random`") and "Data: **MVSA-Multiple**" in report
     accuracy = ours["multimodal"]["accuracy"] - 72.49
     assert f"Ours minus the strongest published result, MGNNS (Yang et al. 2021 (unverified here)): accuracy {accuracy:+.2f}" in report
     assert "| MDSE |" in report and "75.33" not in report
-    nothing = results_markdown(paper, "cheema", ours, run, "mvsa-multiple")
+    sample = RunInfo(model="tiny", raw_dir="artifacts/sample/MVSA_Single", synthetic_sample=True, dataset_id="mvsa-multiple")
+    sample_report = results_markdown(paper, "random", ours, sample)
+    assert "| MGNNS |" in sample_report and "minus" not in sample_report  # no difference on the synthetic sample
+    nothing = results_markdown(paper, "cheema", ours, real)
     assert "No published result on MVSA-Multiple under protocol `cheema`" in nothing and "Se-MLNN" not in nothing

@@ -60,3 +60,17 @@ def test_a_pair_to_classify_is_the_training_record_without_the_answer():
     question = question_record("x1", "x1.png", "bus at 5", "inline")
     trained = llava_record(pair, "inline")
     assert question == {"id": "x1", "image": "x1.png", "conversations": trained["conversations"][:1]}
+
+
+def test_modalities_blank_one_side_and_keep_the_wording_and_the_answer():
+    pair = {"id": 3, "text": "so happy #sun", "text_label": "positive", "image_label": "negative",
+            "multimodal_label": "neutral", "image_path": "data/3.jpg"}
+    both, text_only, image_only = (llava_record(pair, "inline", m) for m in ("both", "text", "image"))
+    assert both == llava_record(pair, "inline")
+    assert text_only["image"] is None and text_only["conversations"] == both["conversations"]
+    assert image_only["image"] == "data/3.jpg"
+    assert image_only["conversations"][0]["value"] == human_turn("", "inline")
+    assert "Text: \nClassify the sentiment labels" in image_only["conversations"][0]["value"]
+    assert {r["conversations"][1]["value"] for r in (both, text_only, image_only)} == {"positive, negative, neutral"}
+    with pytest.raises(ValueError, match="both, text, image"):
+        llava_record(pair, "front", "audio")

@@ -158,7 +158,7 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
 
 
 def test_stage_writes_the_sample_from_params(tmp_path: Path, run_stage) -> None:
-    write_params(tmp_path, seed=3, sample={"n_pairs": 30, "min_side": 20, "max_side": 30})
+    write_params(tmp_path, seed=99, sample={"seed": 3, "n_pairs": 30, "min_side": 20, "max_side": 30})  # sample.seed, not seed
     assert run_stage(tmp_path, "sample.py", "out") is None
     write_sample(tmp_path / "direct", 30, seed=3, min_side=20, max_side=30)
     assert _tree(tmp_path / "out") == _tree(tmp_path / "direct")

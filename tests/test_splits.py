@@ -310,8 +310,8 @@ def test_read_pairs_reads_a_spark_folder_and_checks_columns(tmp_path):
 
 
 def write_params(cwd: Path, splits_dir: Path, protocol: str = "cheema", **splits) -> None:
-    settings = {"source": "generated", "dir": str(splits_dir), "allow_mismatches": False} | splits
-    write_repo_params(cwd, seed=5, protocol=protocol, splits=settings)
+    settings = {"seed": 5, "source": "generated", "dir": str(splits_dir), "allow_mismatches": False} | splits
+    write_repo_params(cwd, seed=99, protocol=protocol, splits=settings)  # splits.seed, not the model's seed
 
 
 def split_stage(run_stage, cwd: Path, pairs: Path, splits_dir: Path, out: Path, **params) -> str | None:

@@ -4,7 +4,7 @@
     llavac classify [--adapter artifacts/adapters/1] INPUT [--out predictions.jsonl] [--min-confidence 0.8]
     llavac classify INPUT --spark MASTER [--out predictions.parquet] [--conf KEY=VALUE ...]
     llavac classify --image tweet.jpg --text "what a day" [--adapter ...]
-    llavac compare
+    llavac compare [--num N] [--paired A B]
     llavac paper-tags
     llavac import-llava LLAVA_CHECKPOINT OUT [--base LLAVA_HF_BASE]
 """
@@ -81,7 +81,12 @@ def main(argv: list[str] | None = None, spark_submit: bool = False) -> None:
                               description="Label (image, text) pairs: a file or folder of pairs, or one pair with --image "
                                           "and --text; in this process, or on a Spark cluster with --spark (docs/classify.md).")
     add_classify_arguments(run)
-    commands.add_parser("compare", help="the workspace and each DVC experiment against the paper, one row each")
+    compare = commands.add_parser("compare", help="the workspace and each DVC experiment, one row each, with 95 %% intervals")
+    compare.add_argument("--paired", nargs=2, metavar=("A", "B"),
+                         help="compare two runs on the same test pairs (names as `dvc exp show` gives them, a commit, "
+                              "or `workspace`): A - B per label with paired-bootstrap intervals, McNemar's exact test")
+    compare.add_argument("--num", type=positive, default=1,
+                         help="list the experiments of the last N commits, as `dvc exp show -n N`")
     commands.add_parser("paper-tags", help="tag paper-<protocol> commits holding the paper's numbers")
     port = commands.add_parser("import-llava", help="convert a LLaVA-repository LoRA run or model into this project's format")
     port.add_argument("source", type=Path, help="LLaVA's output folder (LoRA: adapter_config.json + non_lora_trainables.bin) or a LLaVA model folder")
@@ -108,9 +113,9 @@ def main(argv: list[str] | None = None, spark_submit: bool = False) -> None:
         elif args.command == "classify":
             run_classify(args, spark_submit)
         elif args.command == "compare":
-            from llavac.experiments import compare_experiments
+            from llavac.experiments import compare_experiments, compare_paired
 
-            print(compare_experiments())
+            print(compare_paired(*args.paired) if args.paired else compare_experiments(num=args.num))
         elif args.command == "import-llava":
             print(f"{import_llava(args.source, args.out, args.base)} -> {args.out}")
         else:

@@ -1,16 +1,17 @@
-"""Scores of the three predicted labels: per split, mean and spread over splits, confusion matrices.
+"""Scores of the three predicted labels: per split, mean, spread and 95 % interval over splits, confusion matrices.
 
 The paper reports accuracy and weighted F1 of the multimodal label, averaged over the splits of a
 protocol; we compute those with scikit-learn for all three labels, plus macro F1, per-class
 precision/recall/F1 and the rate of answers that could not be parsed. An unparsed answer is never
 dropped: it becomes the label ``INVALID``, which is wrong for every pair, so it lowers accuracy and
-the recall of the gold class while the pair still counts in the support of weighted F1.
+the recall of the gold class while the pair still counts in the support of weighted F1. The intervals
+are `statistics.metric_interval`'s: test pairs resampled within each split.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from sklearn.metrics import (
 
 from llavac.labels import LABELS, TASKS
 from llavac.split_folders import split_files, split_number
+from llavac.statistics import METRICS, label_codes, metric_interval
 
 INVALID = "invalid"
 """Stand-in for an unparsed answer: not in LABELS, so scikit-learn counts it wrong for every pair."""
@@ -51,38 +53,37 @@ def rounded(tree: Any, digits: int = 2) -> Any:
     return round(tree, digits) if isinstance(tree, float) else tree
 
 
-def _read_split(path: Path) -> pd.DataFrame:
-    """One predictions file as a frame with `id`, gold `<task>_label`, `pred_<task>` (None if unparsed) and the
-    `p_<task>` label probabilities.
+def read_split(lines: Iterable[str], path: str) -> pd.DataFrame:
+    """One predictions file (its `lines`, read from `path`) as a frame with `id`, gold `<task>_label`,
+    `pred_<task>` (None if unparsed) and the `p_<task>` label probabilities.
 
     The file is our own predict stage's output, so a malformed record means that stage is broken;
     scoring around it would change the denominator silently, hence an error, not a skip.
     """
     columns = ["id", *(f"{t}_label" for t in TASKS), *(f"pred_{t}" for t in TASKS), *(f"p_{t}" for t in TASKS)]
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e}); re-run `dvc repro predict`") from e
-            missing = [c for c in columns if c not in record]
-            if missing:
-                raise ValueError(f"{where}: missing keys {missing}; re-run `dvc repro predict`")
-            for task in TASKS:
-                if record[f"{task}_label"] not in LABELS:
-                    raise ValueError(f"{where}: gold {task}_label={record[f'{task}_label']!r} is not one of {LABELS}")
-                if record[f"pred_{task}"] is not None and record[f"pred_{task}"] not in LABELS:
-                    raise ValueError(
-                        f"{where}: pred_{task}={record[f'pred_{task}']!r} is neither one of {LABELS} nor null"
-                    )
-                probs = record[f"p_{task}"]
-                if not isinstance(probs, dict) or sorted(probs) != list(LABELS) or abs(sum(probs.values()) - 1) > 1e-6:
-                    raise ValueError(f"{where}: p_{task}={probs!r} is not a distribution over {LABELS}")
-            records.append({c: record[c] for c in columns})
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not valid JSON ({e}); re-run `dvc repro predict`") from e
+        missing = [c for c in columns if c not in record]
+        if missing:
+            raise ValueError(f"{where}: missing keys {missing}; re-run `dvc repro predict`")
+        for task in TASKS:
+            if record[f"{task}_label"] not in LABELS:
+                raise ValueError(f"{where}: gold {task}_label={record[f'{task}_label']!r} is not one of {LABELS}")
+            if record[f"pred_{task}"] is not None and record[f"pred_{task}"] not in LABELS:
+                raise ValueError(
+                    f"{where}: pred_{task}={record[f'pred_{task}']!r} is neither one of {LABELS} nor null"
+                )
+            probs = record[f"p_{task}"]
+            if not isinstance(probs, dict) or sorted(probs) != list(LABELS) or abs(sum(probs.values()) - 1) > 1e-6:
+                raise ValueError(f"{where}: p_{task}={probs!r} is not a distribution over {LABELS}")
+        records.append({c: record[c] for c in columns})
     if not records:
         raise ValueError(f"{path}: no predictions; re-run `dvc repro predict`")
     frame = pd.DataFrame.from_records(records, columns=columns)
@@ -97,7 +98,11 @@ def load_predictions(pred_dir: Path) -> dict[int, pd.DataFrame]:
 
     Files whose stem is not a number are not predictions of a split and are left alone.
     """
-    return {split_number(path): _read_split(path) for path in split_files(pred_dir, ".jsonl", "predict")}
+    splits = {}
+    for path in split_files(pred_dir, ".jsonl", "predict"):
+        with open(path, encoding="utf-8") as f:
+            splits[split_number(path)] = read_split(f, str(path))
+    return splits
 
 
 def invalid_as_label(predictions: pd.Series) -> pd.Series:
@@ -136,7 +141,8 @@ def score_splits(splits: Mapping[int, pd.DataFrame]) -> dict[str, Any]:
     """The content of metrics/scores.json.
 
     Per label: accuracy, weighted and macro F1 as the mean over splits (the paper's averaging) with
-    `<metric>_std`; per-class precision/recall/F1 as the mean over splits with the support summed;
+    `<metric>_std` (population std over splits); accuracy and weighted F1 with their 95 % bootstrap
+    interval `<metric>_ci_low`, `<metric>_ci_high` (`statistics.metric_interval`); per-class precision/recall/F1 as the mean over splits with the support summed;
     `invalid_rate` over all test pairs pooled. `splits.<k>` keeps each split's own numbers.
     """
     per_split = {
@@ -150,6 +156,9 @@ def score_splits(splits: Mapping[int, pd.DataFrame]) -> dict[str, Any]:
         for metric in SPLIT_METRICS:
             values = [s[task][metric] for s in per_split.values()]
             label_metrics[metric], label_metrics[f"{metric}_std"] = float(np.mean(values)), _std(values)
+        codes = [(label_codes(frame[f"{task}_label"]), label_codes(frame[f"pred_{task}"])) for frame in splits.values()]
+        for metric, function in METRICS.items():
+            label_metrics[f"{metric}_ci_low"], label_metrics[f"{metric}_ci_high"] = metric_interval(codes, function)
         invalid = sum(int(frame[f"pred_{task}"].isna().sum()) for frame in splits.values())
         label_metrics["invalid_rate"] = _percent(invalid / total)
         classes = [s[task]["per_class"] for s in per_split.values()]

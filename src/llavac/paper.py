@@ -25,6 +25,7 @@ import yaml
 from llavac.data.mvsa import DATASET_NAMES
 from llavac.files import json_text
 from llavac.labels import TASKS
+from llavac.statistics import N_RESAMPLES
 
 ROW_KEYS: tuple[str, ...] = ("table", "protocol", "model", "citation", "llavac", "multimodal")
 """Keys every row of reference/paper.yaml must have."""
@@ -32,8 +33,6 @@ PAPER_METRICS: tuple[str, ...] = ("accuracy", "weighted_f1")
 """What the tables report, both of the multimodal label."""
 PAPER_DATASET = "mvsa-single"
 """The dataset of the paper's own tables, and of a row that names none."""
-REPORT_METRICS: tuple[str, ...] = ("accuracy", "weighted_f1", "macro_f1")
-"""Columns of the report's per-label table; each has a `<metric>_std` in scores.json."""
 
 TAG_NAME, TAG_EMAIL = "llavac paper-tags", "paper-tags@llavac.invalid"
 """Author and committer of the tag commits, so they need no git identity from the user."""
@@ -164,12 +163,56 @@ def versus_paper(ours: Mapping[str, Any], paper: Mapping[str, Any]) -> dict[str,
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What our run was, for the report: which model on which data."""
+    """What our run was, for the report: which model on which data, split how."""
 
     model: str
     raw_dir: str
     synthetic_sample: bool
     valid_pairs: int | None = None
+    split_source: str = "generated"
+    split_seed: int | None = None
+    seed: int | None = None
+    method: str = "lora"
+    modalities: str = "both"
+    dataset_id: str = PAPER_DATASET
+    """The `dataset` param: whose layout, label rule and published rows."""
+
+    @property
+    def dataset(self) -> str:
+        """`synthetic sample`, `MVSA-Single` or `MVSA-Multiple`: what the numbers were measured on."""
+        return "synthetic sample" if self.synthetic_sample else DATASET_NAMES[self.dataset_id]
+
+    @property
+    def split_description(self) -> str:
+        """E.g. `generated (split seed 42)` or `official`."""
+        return f"generated (split seed {self.split_seed})" if self.split_source == "generated" else self.split_source
+
+
+def run_facts(run: RunInfo, ours: Mapping[str, Any]) -> dict[str, Any]:
+    """The `run` block of metrics/vs_paper.json: what the numbers beside the paper's were measured on."""
+    return {
+        "dataset": run.dataset,
+        "comparable_with_paper": not run.synthetic_sample,
+        "valid_pairs": run.valid_pairs,
+        "test_pairs": ours["n_test_pairs"],
+        "splits": ours["n_splits"],
+        "split_source": run.split_source,
+        "split_seed": run.split_seed,
+        "seed": run.seed,
+        "method": run.method,
+        "modalities": run.modalities,
+        "invalid_rate": ours["multimodal"]["invalid_rate"],
+    }
+
+
+def vs_paper_json(ours: Mapping[str, Any], paper: Mapping[str, Any], run: RunInfo) -> dict[str, Any]:
+    """metrics/vs_paper.json: the run's facts, then ours and the paper's per metric, with `delta` (ours -
+    paper) only on MVSA-Single: a difference between the synthetic sample and the paper means nothing."""
+    compared = versus_paper(ours, paper)
+    if run.synthetic_sample:
+        compared = {task: {m: {k: v for k, v in d.items() if k != "delta"} for m, d in metrics.items()}
+                    for task, metrics in compared.items()}
+    return {"run": run_facts(run, ours), **compared}
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
@@ -179,72 +222,86 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
     return lines
 
 
-def _with_std(block: Mapping[str, Any], metric: str) -> str:
-    """`mean ± std` of one metric of a scores block."""
-    return f"{block[metric]:.2f} ± {block[f'{metric}_std']:.2f}"
+def with_interval(block: Mapping[str, Any], metric: str) -> str:
+    """`mean [low, high]` of one metric of a scores block: the 95 % bootstrap interval, one decimal."""
+    return f"{block[metric]:.1f} [{block[f'{metric}_ci_low']:.1f}, {block[f'{metric}_ci_high']:.1f}]"
 
 
-def _versus_line(paper: Paper, protocol: str, dataset: str, mm: Mapping[str, Any]) -> tuple[str, str]:
-    """The report's heading and its line of deltas against `Paper.reference_row` (or why there are none)."""
-    if not paper.rows_for(protocol, dataset):
-        name = DATASET_NAMES[dataset]
+def _published_part(paper: Paper, protocol: str, ours: Mapping[str, Any], run: RunInfo) -> tuple[str, list[str]]:
+    """The report's heading and its part on the published table of the run's protocol and dataset.
+
+    On real data our row joins the table, with its difference from `Paper.reference_row` (the paper's
+    LLaVAC, or on MVSA-Multiple the strongest published result); on the synthetic sample our row stays
+    out of the table and no difference is printed; with no published row, the report says so.
+    """
+    name = DATASET_NAMES[run.dataset_id]
+    rows = paper.rows_for(protocol, run.dataset_id)
+    if not rows:
         return (f"# Results: {name}, protocol `{protocol}`",
-                f"No published result on {name} under protocol `{protocol}` in reference/paper.yaml: nothing to compare with.")
-    reference = paper.reference_row(protocol, dataset)
-    published = reference.scores["multimodal"]
-    deltas = ", ".join(f"{m.replace('_f1', ' F1')} {mm[m] - published[m]:+.2f}" for m in PAPER_METRICS)
-    if reference.llavac and dataset == PAPER_DATASET:
-        return (f"# Results: protocol `{protocol}` (Table {reference.table} of the paper)",
-                f"Ours minus the paper's LLaVAC: {deltas}.")
-    return (f"# Results: {DATASET_NAMES[dataset]}, protocol `{protocol}`",
-            f"Ours minus the strongest published result, {reference.model} ({reference.citation}): {deltas}.")
-
-
-def results_markdown(
-    paper: Paper, protocol: str, ours: Mapping[str, Any], run: RunInfo, dataset: str = PAPER_DATASET
-) -> str:
-    """reports/results.md: the published table of the protocol and dataset with our row added, and what our run was."""
-    mm = ours["multimodal"]
+                [f"No published result on {name} under protocol `{protocol}` in reference/paper.yaml: nothing to compare with."])
+    reference = paper.reference_row(protocol, run.dataset_id)
+    own_table = reference.llavac and run.dataset_id == PAPER_DATASET
+    heading = (f"# Results: protocol `{protocol}` (Table {reference.table} of the paper)" if own_table
+               else f"# Results: {name}, protocol `{protocol}`")
+    header = ["model", "source", "accuracy", "weighted F1"]
+    paper_rows = [
+        [f"{r.model} (paper)" if r.llavac else r.model, r.citation] + [f"{r.scores['multimodal'][m]:.2f}" for m in PAPER_METRICS]
+        for r in rows
+    ]
     if run.synthetic_sample:
-        data_line = (
-            f"Data: `{run.raw_dir}`, the **synthetic sample** embedded in this repository. The comparison "
-            "with the paper is a wiring check of the pipeline, not a reproduction."
-        )
-    else:
-        data_line = f"Data: `{run.raw_dir}`, real data supplied by the researcher (not the synthetic sample)."
+        return heading, [
+            f"## The published table ({name}), multimodal label, in %", "", *_table(header, paper_rows), "",
+            "Our run is on the synthetic sample: it is not in this table and has no difference from it.",
+        ]
+    mm, published = ours["multimodal"], reference.scores["multimodal"]
+    our_row = [f"LLaVAC (ours, `{run.model}`)", "this run"] + [with_interval(mm, m) for m in PAPER_METRICS]
+    deltas = ", ".join(f"{m.replace('_f1', ' F1')} {mm[m] - published[m]:+.2f}" for m in PAPER_METRICS)
+    against = ("the paper's LLaVAC" if own_table
+               else f"the strongest published result, {reference.model} ({reference.citation})")
+    return heading, [
+        "## Multimodal label, in %", "", *_table(header, [*paper_rows, our_row]), "",
+        f"Ours minus {against}: {deltas} (the published results give no interval).",
+    ]
+
+
+def results_markdown(paper: Paper, protocol: str, ours: Mapping[str, Any], run: RunInfo) -> str:
+    """reports/results.md: what our run was, the published table of its protocol and dataset, and our numbers."""
     pairs = f"{ours['n_test_pairs']} test pairs over {ours['n_splits']} split(s)"
     if run.valid_pairs is not None:
-        pairs += f", from {run.valid_pairs} valid pairs after preprocessing"
-
-    paper_rows = [
-        [f"{r.model} (paper)" if r.llavac else r.model, r.citation]
-        + [f"{r.scores['multimodal'][m]:.2f}" for m in PAPER_METRICS]
-        for r in paper.rows_for(protocol, dataset)
-    ]
-    our_row = [f"LLaVAC (ours, `{run.model}`)", "this run"] + [_with_std(mm, m) for m in PAPER_METRICS]
+        pairs = f"{run.valid_pairs} valid pairs after preprocessing; " + pairs
+    if run.synthetic_sample:
+        data_line = (
+            f"Data: **synthetic sample** (`{run.raw_dir}`, embedded in this repository), {pairs}. It is a wiring "
+            "check of the pipeline, not a reproduction: its numbers cannot be compared with published ones."
+        )
+    else:
+        data_line = f"Data: **{run.dataset}** (`{run.raw_dir}`, real data supplied by the researcher), {pairs}."
     label_rows = [
-        [task, *(_with_std(ours[task], m) for m in REPORT_METRICS), f"{ours[task]['invalid_rate']:.2f}"]
+        [task, *(with_interval(ours[task], m) for m in PAPER_METRICS),
+         *(f"{ours[task][f'{m}_std']:.2f}" for m in PAPER_METRICS), f"{ours[task]['macro_f1']:.2f}",
+         f"{ours[task]['invalid_rate']:.2f}"]
         for task in TASKS
     ]
-    heading, versus = _versus_line(paper, protocol, dataset, mm)
+    heading, published_part = _published_part(paper, protocol, ours, run)
     lines = [
         heading,
         "",
         data_line,
         "",
-        f"Model: `{run.model}`. {pairs}. Our numbers are the mean ± population std over splits.",
+        f"Model: `{run.model}`, seed {run.seed}, "
+        + ("fine-tuned (LoRA)" if run.method == "lora" else "not fine-tuned (`train.method: none`, zero-shot)")
+        + f", modalities `{run.modalities}`. Splits: {run.split_description}.",
         "",
-        "## Multimodal label, in %",
+        *published_part,
         "",
-        *_table(["model", "source", "accuracy", "weighted F1"], [*paper_rows, our_row]),
+        f"## All three labels of our run ({run.dataset}), in %",
         "",
-        versus,
+        *_table(["label", "accuracy [95 % CI]", "weighted F1 [95 % CI]", "accuracy std over splits",
+                 "weighted F1 std over splits", "macro F1", "invalid answers"], label_rows),
         "",
-        "## All three labels of our run, in %",
-        "",
-        *_table(["label", "accuracy", "weighted F1", "macro F1", "invalid answers"], label_rows),
-        "",
-        "Invalid answers are generations whose label could not be parsed; they are scored as wrong.",
+        "Each score is the mean over splits. [low, high] is a 95 % bootstrap interval (test pairs resampled within "
+        f"each split, {N_RESAMPLES:,} resamples); the std is the population standard deviation of the per-split scores. "
+        "Invalid answers are generations whose labels could not be parsed; they are scored as wrong.",
         "",
         f"Published numbers: {paper.source}. The paper's headline claim: {paper.headline}",
         "",

@@ -37,6 +37,8 @@ ImagePosition = Literal["front", "inline"]
 Precision = Literal["fp32", "bf16", "fp16"]
 TokenizerKind = Literal["trained", "llama"]
 Backend = Literal["hf", "llava-repo"]
+TrainMethod = Literal["lora", "none"]
+Modalities = Literal["both", "text", "image"]
 PredictMode = Literal["generate", "score"]
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
 Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -104,6 +106,7 @@ class Data(Section):
 
 
 class Sample(Section):
+    seed: int
     n_pairs: PositiveInt
     min_side: PositiveInt
     max_side: PositiveInt
@@ -121,6 +124,7 @@ class Spark(Section):
 
 
 class Splits(Section):
+    seed: int
     source: SplitSource
     dir: QuotablePath
     allow_mismatches: bool
@@ -128,9 +132,11 @@ class Splits(Section):
 
 class Prompt(Section):
     image_position: ImagePosition
+    modalities: Modalities
 
 
 class Train(Section):
+    method: TrainMethod
     backend: Backend
     launcher: str
 

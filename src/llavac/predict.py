@@ -56,12 +56,15 @@ def load_classifier(adapter_dir: Path, evaluation: Evaluation) -> tuple[torch.nn
     """The base model named by the adapter's card with the adapter (LoRA + trained projector) applied.
 
     In eval mode, on the GPU if there is one. With `merge_lora` the LoRA is folded into the base
-    weights (and the trained projector replaces the base's), as LLaVA's evaluation does.
+    weights (and the trained projector replaces the base's), as LLaVA's evaluation does. A card of
+    method `none` (nothing trained) gives the base model as it is.
     """
-    base = read_card(adapter_dir).base_for(adapter_dir)
-    model = PeftModel.from_pretrained(load_base(base, evaluation.precision), str(adapter_dir))
-    if evaluation.merge_lora:
-        model = model.merge_and_unload()
+    card = read_card(adapter_dir)
+    model = load_base(card.base_for(adapter_dir), evaluation.precision)
+    if card.method == "lora":
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        if evaluation.merge_lora:
+            model = model.merge_and_unload()
     return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), load_inputs(str(adapter_dir), model.config)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, get_args
 
 from llavac.labels import LABELS, TASKS
-from llavac.params import ImagePosition
+from llavac.params import ImagePosition, Modalities
 
 IMAGE_TOKEN = "<image>"
 
@@ -35,6 +35,7 @@ ANSWER_TEMPLATE = "{text}, {image}, {multimodal}"
 """The response: the three labels in the paper's order (text, image, multimodal)."""
 
 IMAGE_POSITIONS: tuple[str, ...] = get_args(ImagePosition)
+MODALITIES: tuple[str, ...] = get_args(Modalities)
 
 
 def human_turn(text: str, image_position: ImagePosition = "front") -> str:
@@ -83,9 +84,12 @@ def chat_text(human: str, reply: str) -> str:
     return f"{chat_prompt(human)} {reply}{EOS}"
 
 
-def question_record(pair_id: Any, image: str, text: str, image_position: ImagePosition = "front") -> dict[str, Any]:
+def question_record(
+    pair_id: Any, image: str | None, text: str, image_position: ImagePosition = "front"
+) -> dict[str, Any]:
     """A pair to classify as a record of the LLaVA repository's JSON (`docs/Finetune_Custom_Data.md`):
-    the user's turn only, which is all prediction reads. ``image`` is relative to the image folder."""
+    the user's turn only, which is all prediction reads. ``image`` is relative to the image folder;
+    ``None`` stands for a blank image of the processor's mean colour (`model.inputs.load_images`)."""
     return {
         "id": pair_id,
         "image": image,
@@ -93,13 +97,22 @@ def question_record(pair_id: Any, image: str, text: str, image_position: ImagePo
     }
 
 
-def llava_record(pair: dict[str, Any], image_position: ImagePosition = "front") -> dict[str, Any]:
+def llava_record(
+    pair: dict[str, Any], image_position: ImagePosition = "front", modalities: Modalities = "both"
+) -> dict[str, Any]:
     """One labelled pair (a row of the pairs table) as a fine-tuning record: the question, the answer.
 
-    The gold labels ride along as extra keys; the LLaVA repository ignores keys it does not know.
+    `modalities` says what the model sees, the prompt's wording unchanged: `both` the pair; `text` the
+    tweet and a blank image (``"image": null``, the same number of image tokens); `image` the image
+    and an empty tweet (``Text: `` ends its line). The answer keeps all three gold labels. The gold
+    labels ride along as extra keys; the LLaVA repository ignores keys it does not know.
     """
+    if modalities not in MODALITIES:
+        raise ValueError(f"modalities {modalities!r} is not one of: {', '.join(MODALITIES)}")
     labels = {f"{task}_label": pair[f"{task}_label"] for task in TASKS}
-    record = question_record(pair["id"], pair["image_path"], pair["text"], image_position)
+    image = None if modalities == "text" else pair["image_path"]
+    text = "" if modalities == "image" else pair["text"]
+    record = question_record(pair["id"], image, text, image_position)
     reply = answer(pair["text_label"], pair["image_label"], pair["multimodal_label"])
     record["conversations"].append({"from": "gpt", "value": reply})
     return record | labels

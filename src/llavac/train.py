@@ -242,3 +242,17 @@ def train_split(
         "samples_per_second": result.metrics["train_samples_per_second"],
         "history": trainer.state.log_history,
     }
+
+
+def untrained_adapter(base: str, out_dir: Path, image_position: str, precision: str) -> None:
+    """`train.method: none`: an adapter folder that stands for `base` as it is, for the zero-shot baseline.
+
+    It holds the base's processor and a card of method `none`, no weights: prediction loads the base
+    model unchanged and asks it the same prompt (`predict.load_classifier`).
+    """
+    inputs = load_inputs(base)
+    staging = staging_folder(out_dir)
+    save_inputs(inputs, staging)
+    card_for(base, out_dir, image_position=image_position, tokenizer_rule=inputs.encoder.rule, precision=precision,
+             recipe={}, method="none").write(staging)
+    publish_folder(staging, out_dir)

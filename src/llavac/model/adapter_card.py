@@ -32,6 +32,9 @@ class AdapterCard:
     precision: str
     """The training compute precision; trainable weights and optimizer state are fp32 regardless."""
     recipe: dict[str, Any]
+    method: str = "lora"
+    """`lora`: the folder holds a trained LoRA and projector; `none` (`train.method: none`): only the base's
+    processor, and prediction runs the base model as it is (the zero-shot baseline)."""
     labels: tuple[str, ...] = LABELS
     answer_template: str = ANSWER_TEMPLATE + EOS
     synthetic_sample: bool = False

@@ -44,10 +44,18 @@ def background_colour(processor: ProcessorMixin) -> tuple[int, int, int]:
     return tuple(int(255 * m) for m in mean)  # type: ignore[return-value]  # LLaVA truncates too
 
 
+BLANK_SIDE = 336
+"""Side of the blank image (LLaVA-1.5's input size); being one colour, it gives the same pixels at any size."""
+
+
 def load_images(records: Sequence[dict[str, Any]], image_folder: Path, background: tuple[int, int, int]) -> list[Image.Image]:
-    """Open each record's image (relative to `image_folder`) as RGB, padded to a square."""
+    """Open each record's image (relative to `image_folder`) as RGB, padded to a square; a record whose
+    image is None (`prompt.modalities: text`) gets a blank square of `background`."""
     images = []
     for record in records:
+        if record["image"] is None:
+            images.append(Image.new("RGB", (BLANK_SIDE, BLANK_SIDE), background))
+            continue
         with Image.open(image_folder / record["image"]) as image:
             images.append(pad_to_square(image.convert("RGB"), background))
     return images
