@@ -470,7 +470,7 @@ def test_zhang_on_mvsa_multiple_is_generated_by_qmfs_rule_but_never_read_as_offi
     pairs_file = tmp_path / "pairs.parquet"
     pairs.to_parquet(pairs_file, index=False)
     write_repo_params(tmp_path, dataset="mvsa-multiple", protocol="zhang",
-                      splits={"source": "official", "dir": str(tmp_path / "official"), "allow_mismatches": False})
+                      splits={"seed": 42, "source": "official", "dir": str(tmp_path / "official"), "allow_mismatches": False})
     message = run_stage(tmp_path, "split.py", pairs_file, tmp_path / "official", tmp_path / "out")
     assert message.startswith("error: zhang has no published split of mvsa-multiple") and "splits.source=generated" in message
     assert not (tmp_path / "out").exists()
@@ -482,7 +482,7 @@ def test_official_files_other_than_mvsa_multiples_pinned_ones_are_refused(tmp_pa
     pairs.to_parquet(pairs_file, index=False)
     write_cheema(tmp_path / "official" / "cheema", pairs)
     write_repo_params(tmp_path, dataset="mvsa-multiple", protocol="cheema",
-                      splits={"source": "official", "dir": str(tmp_path / "official"), "allow_mismatches": False})
+                      splits={"seed": 42, "source": "official", "dir": str(tmp_path / "official"), "allow_mismatches": False})
     message = run_stage(tmp_path, "split.py", pairs_file, tmp_path / "official", tmp_path / "out")
     assert "differ from the published ones" in message and "another dataset's (this is mvsa-multiple)" in message
     assert "--dataset mvsa-multiple" in message
