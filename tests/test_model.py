@@ -171,36 +171,7 @@ def test_a_finished_split_restores_its_end_with_its_curves(adapter, world):
     assert (root / "adapter2" / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
 
 
-KILLED_RUN = """
-import json, os, signal, sys
-from pathlib import Path
-import transformers
-from llavac.params import Recipe
-from llavac.train import train_split
-
-root, kill_in = Path(sys.argv[1]), sys.argv[2]
-world = json.loads((root / "world.json").read_text())
-save_state, save_optimizer = transformers.Trainer._save_checkpoint, transformers.Trainer._save_optimizer_and_scheduler
-
-def kill(self):  # kill -9: no exception handler, no atexit, nothing flushed
-    if self.state.global_step == world["kill_at"]:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-def after_save(self, *args):
-    save_state(self, *args)
-    kill(self)
-
-def during_save(self, *args):
-    save_optimizer(self, *args)
-    kill(self)  # the checkpoint's weights are written, its trainer_state.json is not
-
-if kill_in == "after":
-    transformers.Trainer._save_checkpoint = after_save
-elif kill_in == "during":
-    transformers.Trainer._save_optimizer_and_scheduler = during_save
-train_split(world["base"], world["records"], Path(world["images"]), root / "adapter", root / "ckpt", root / "live",
-            Recipe(**world["recipe"]), seed=0, image_position="front")
-"""
+LAUNCHED_TRAINING = Path(__file__).with_name("launched_training.py")
 
 
 @pytest.mark.parametrize("kill_in", ["after", "during"])
@@ -211,14 +182,15 @@ def test_a_killed_split_resumes_to_the_same_adapter_and_curves(world, tmp_path, 
     for name, kill_at in (("whole", -1), ("killed", 4)):
         root = tmp_path / name
         root.mkdir()
-        (root / "world.json").write_text(json.dumps({"base": world["base"], "records": world["records"],
-                                                     "images": str(world["images"]), "recipe": asdict(recipe),
-                                                     "kill_at": kill_at}))
-        first = subprocess.run([sys.executable, "-c", KILLED_RUN, str(root), kill_in], capture_output=True, text=True)
+        facts = {"base": world["base"], "records": world["records"], "images": str(world["images"]),
+                 "recipe": asdict(recipe), "seed": 0}
+        (root / "world.json").write_text(json.dumps({**facts, "kill_at": kill_at, "kill_in": kill_in}))
+        first = subprocess.run([sys.executable, LAUNCHED_TRAINING, root], capture_output=True, text=True)
         if name == "killed":
             assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
             assert not (root / "adapter").exists()
-            again = subprocess.run([sys.executable, "-c", KILLED_RUN, str(root), "never"], capture_output=True, text=True)
+            (root / "world.json").write_text(json.dumps(facts))
+            again = subprocess.run([sys.executable, LAUNCHED_TRAINING, root], capture_output=True, text=True)
             assert again.returncode == 0, again.stderr[-2000:]
         else:
             assert first.returncode == 0, first.stderr[-2000:]
@@ -269,6 +241,20 @@ def test_a_cpu_run_with_other_kernels_or_threads_is_another_run(monkeypatch):
     assert run_fingerprint("base", records, RECIPE, 0) == same
     monkeypatch.setattr(torch, "get_num_threads", lambda: 64)
     assert run_fingerprint("base", records, RECIPE, 0) != same
+
+
+def test_a_run_under_deepspeed_is_another_run(monkeypatch):
+    """A DeepSpeed checkpoint's optimizer state is sharded per rank: it resumes only under as many ranks."""
+    from llavac.train import run_fingerprint
+
+    records = [{"id": 1}]
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    plain = run_fingerprint("base", records, RECIPE, 0)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    two = run_fingerprint("base", records, RECIPE, 0)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert len({plain, two, run_fingerprint("base", records, RECIPE, 0)}) == 3
 
 
 def test_checkpoints_of_another_run_are_discarded_on_resume(adapter, world):
