@@ -25,7 +25,9 @@ from llavac.model.loading import load_base, load_inputs
 from llavac.params import Evaluation, Recipe
 from llavac.predict import generate_answers, load_classifier, parse_answer, prediction_rows, score_labels
 from llavac.prompt import llava_record
-from llavac.train import PROJECTOR, add_lora, gradient_accumulation, optimizer_groups, train_split
+from llavac.train import (
+    PROJECTOR, add_lora, answer_loss, answer_positions, gradient_accumulation, optimizer_groups, train_split,
+)
 
 ARCHITECTURE = {
     "vision": {"image_size": 16, "patch_size": 8, "hidden_size": 16, "intermediate_size": 32,
@@ -121,6 +123,34 @@ def test_projector_has_its_own_learning_rate_in_the_trainers_optimizer(world, tm
     assert set(by_lr) == {RECIPE.learning_rate, RECIPE.projector_learning_rate}
     projector = {id(p) for n, p in model.named_parameters() if PROJECTOR in n and p.requires_grad}
     assert {id(p) for p in by_lr[RECIPE.projector_learning_rate]} == projector
+
+
+def test_answer_only_logits_give_the_full_logits_loss_and_gradients(world):
+    """The language-model head at the answer positions only: the same loss and gradients as from all logits."""
+    torch.manual_seed(0)
+    model = add_lora(load_base(world["base"], "fp32"), RECIPE)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero, which would leave A's gradient zero
+            torch.nn.init.normal_(parameter, std=0.1)
+    batch = TrainingCollator(load_inputs(world["base"]), world["images"], 512)(world["records"][:4])
+    trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+    def loss_and_gradients(loss: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in trained.items()}
+
+    full = loss_and_gradients(model(**batch).loss)  # transformers' causal-LM loss over every position's logits
+    without_labels = {k: v for k, v in batch.items() if k != "labels"}
+    kept = answer_positions(batch["labels"])
+    outputs = model(**without_labels, logits_to_keep=kept)
+    answers_only = loss_and_gradients(answer_loss(outputs, batch["labels"]))
+    n_answer = int((batch["labels"] != IGNORE_INDEX).sum())
+    assert outputs.logits.shape[0] == n_answer < batch["labels"].numel() / 5  # only the answer positions went through the head
+    torch.testing.assert_close(answers_only[0], full[0], rtol=1e-6, atol=0)
+    for name in trained:
+        torch.testing.assert_close(answers_only[1][name], full[1][name], rtol=1e-5, atol=1e-8, msg=name)
+    assert any(g.abs().sum() > 0 for name, g in full[1].items() if "lora_A" in name)
 
 
 def test_gradient_accumulation_keeps_the_global_batch():
@@ -255,6 +285,25 @@ def test_a_run_under_deepspeed_is_another_run(monkeypatch):
     two = run_fingerprint("base", records, RECIPE, 0)
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert len({plain, two, run_fingerprint("base", records, RECIPE, 0)}) == 3
+
+
+def test_fp16_under_deepspeed_without_fp16_kernels_is_refused_in_one_line(world, monkeypatch, tmp_path):
+    import llavac.train
+
+    class NoFp16:
+        def is_fp16_supported(self) -> bool:
+            return False
+
+        def device_name(self) -> str:
+            return "cpu"
+
+    monkeypatch.setattr(llavac.train, "get_accelerator", NoFp16)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="precision fp16 under DeepSpeed needs fp16 kernels.*use bf16 or fp32"):
+        train_split(world["base"], world["records"], world["images"], tmp_path / "a", tmp_path / "c", tmp_path / "l",
+                    replace(RECIPE, precision="fp16"), seed=0, **CARD_FACTS)
+    assert not (tmp_path / "c").exists()
 
 
 def test_checkpoints_of_another_run_are_discarded_on_resume(adapter, world):

@@ -18,6 +18,7 @@ from typing import Any
 
 import deepspeed
 import torch
+from deepspeed.accelerator import get_accelerator
 from deepspeed.utils import safe_get_full_fp32_param
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch.utils.data import Dataset
@@ -28,7 +29,7 @@ from llavac.curves import mean_loss, write_curves
 from llavac.files import publish_folder, staging_folder
 from llavac.launcher import launched_by_deepspeed
 from llavac.model.adapter_card import card_for
-from llavac.model.inputs import TrainingCollator
+from llavac.model.inputs import IGNORE_INDEX, TrainingCollator
 from llavac.model.loading import load_base, load_inputs, save_inputs, torch_dtype
 from llavac.params import Recipe
 
@@ -81,6 +82,44 @@ def optimizer_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict[str, A
         {"params": lora, "lr": recipe.learning_rate, "weight_decay": recipe.weight_decay},
         {"params": projector, "lr": recipe.projector_learning_rate, "weight_decay": 0.0},
     ]
+
+
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(batch, sequence) bool: the positions whose logits predict a supervised token (the next label is not ignored).
+
+    With right padding they are the answer and ``</s>`` positions shifted by one: ~6 of ~700 per pair
+    at 7B, against a vocabulary of 32,064.
+    """
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep
+
+
+class AnswerLogitsCollator:
+    """`TrainingCollator`'s batches with `logits_to_keep`: the language-model head runs at the answer positions only.
+
+    The full head would compute (batch x sequence x vocabulary) logits of which the loss reads a
+    hundredth; transformers' `logits_to_keep` (a boolean mask) keeps the positions before the head.
+    """
+
+    def __init__(self, collator: TrainingCollator) -> None:
+        self.collator = collator
+
+    def __call__(self, records: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = self.collator(records)
+        return {**batch, "logits_to_keep": answer_positions(batch["labels"])}
+
+
+def answer_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+    """The causal-LM loss from the kept logits ((n, vocabulary), n = the answer positions): the same terms as the full one.
+
+    Cross-entropy of each kept position's logits against the token after it, summed and divided by
+    `num_items_in_batch` (the Trainer's count of supervised tokens over the accumulated batch and the
+    ranks), else by their number here: what transformers' `ForCausalLMLoss` computes from all logits.
+    """
+    targets = labels[:, 1:][answer_positions(labels)[:, :-1]]
+    loss = torch.nn.functional.cross_entropy(outputs.logits.float(), targets.to(outputs.logits.device), reduction="sum")
+    return loss / (num_items_in_batch if num_items_in_batch is not None else targets.numel())
 
 
 def gradient_accumulation(recipe: Recipe, world_size: int) -> int:
@@ -223,6 +262,9 @@ def train_split(
     uninterrupted run writes. Checkpoints of any other run are deleted first.
     """
     use_deepspeed = launched_by_deepspeed()
+    if use_deepspeed and recipe.precision == "fp16" and not get_accelerator().is_fp16_supported():
+        raise ValueError(f"precision fp16 under DeepSpeed needs fp16 kernels, which DeepSpeed's {get_accelerator().device_name()} "
+                         "accelerator lacks here (a CPU needs AVX512-FP16 or AMX-FP16); use bf16 or fp32")
     if use_deepspeed:
         # The process group ZeRO-3's partitioned loading counts ranks in. On GPUs the Trainer would
         # start it too; under `use_cpu` it starts only torch's, which DeepSpeed does not see.
@@ -253,7 +295,8 @@ def train_split(
         model=model,
         args=args,
         train_dataset=Records(records),
-        data_collator=TrainingCollator(inputs, image_folder, recipe.model_max_length),
+        data_collator=AnswerLogitsCollator(TrainingCollator(inputs, image_folder, recipe.model_max_length)),
+        compute_loss_func=answer_loss,
         optimizer_cls_and_kwargs=(torch.optim.AdamW, {"params": optimizer_groups(model, recipe)}),
     )
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
