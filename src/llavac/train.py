@@ -164,7 +164,7 @@ def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: 
     """The Trainer's arguments for `recipe`; with `use_deepspeed`, the recipe's ZeRO config file.
 
     The Trainer fills the config's "auto" values (micro batch, global batch, accumulation, bf16/fp16,
-    bucket sizes) from these arguments. Under DeepSpeed, building them starts the process group.
+    bucket sizes) from these arguments; the file itself is passed as it is.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     return TrainingArguments(
@@ -260,6 +260,10 @@ def train_split(
     interrupted split resumes where it stopped and a finished one restores its end; the Trainer
     restores the optimizer, scheduler, RNG and data order, so the adapter is the one an
     uninterrupted run writes. Checkpoints of any other run are deleted first.
+
+    Under the `deepspeed` launcher every rank runs this: DeepSpeed with the recipe's ZeRO config
+    (bf16 compute with fp32 masters when the recipe says bf16), the adapter gathered whole from the
+    fp32 masters, rank 0 alone writing the outputs while the others wait (docs/deepspeed.md).
     """
     use_deepspeed = launched_by_deepspeed()
     if use_deepspeed and recipe.precision == "fp16" and not get_accelerator().is_fp16_supported():
