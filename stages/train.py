@@ -22,9 +22,10 @@ from pathlib import Path
 from common import load_params, run, stage_logger  # first: it checks the interpreter
 import torch
 
+from deepspeed.accelerator import get_accelerator
+from llavac.launcher import is_deepspeed, launched_by_deepspeed, launcher_world_size
 from llavac.llava_repo import (
-    TRAINED_LLAVA_DIR, ensure_llava_env, has_flash_attention, hostfile_slots, launcher_world_size,
-    llava_train_command, train_split_llava_repo,
+    TRAINED_LLAVA_DIR, ensure_llava_env, has_flash_attention, llava_train_command, train_split_llava_repo,
 )
 from llavac.model.loading import read_pointer
 from llavac.curves import plot_training_loss
@@ -34,8 +35,8 @@ from llavac.train import train_split, untrained_adapter
 
 def relaunch_under(launcher: str) -> None:
     """Replace this process by `launcher stages/train.py ARGS` unless it already is one of the launched copies."""
-    words = shlex.split(launcher)
-    if not Path(words[0]).name.startswith("python") and "LOCAL_RANK" not in os.environ:
+    if is_deepspeed(launcher) and not launched_by_deepspeed():
+        words = shlex.split(launcher)
         os.execvp(words[0], [*words, sys.argv[0], *sys.argv[1:]])
 
 
@@ -76,7 +77,7 @@ def main() -> None:
         log.info("installing or checking the LLaVA environment (make llava-env)")
         llava_bin = ensure_llava_env(Path.cwd())
         cuda = torch.cuda.is_available()
-        world_size = launcher_world_size(launcher, torch.cuda.device_count(), hostfile_slots(launcher))
+        world_size = launcher_world_size(launcher, get_accelerator().device_count())
         flash_attention = cuda and has_flash_attention(llava_bin)
     histories = {}
     for split_dir in split_folders(args.llava_dir, "format"):

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from llavac.model.build import build_llava
@@ -149,3 +150,23 @@ def test_gpu_run_dry_run_on_the_cpu(tmp_path):
     summary = read_result(out / "gpu-run-cpu.json")
     assert set(summary["parts"]) == {"paper_path", "throughput", "numerics"}
     assert all("skipped" not in part for part in summary["parts"].values()), summary["parts"]
+
+
+def test_batched_vs_single_at_its_smallest_scale(tmp_path, llama_sentencepiece):
+    """The script runs end to end (4 pairs, one epoch) and writes every figure with its type and its provenance."""
+    out = tmp_path / "batched.json"
+    subprocess.run([sys.executable, "benchmarks/batched_vs_single.py", "--pairs", "4", "--batch", "2", "--epochs", "1",
+                    "--out", str(out)], cwd=REPO, check=True, capture_output=True)
+    results = json.loads(out.read_text())
+    assert (results["pairs"], results["batch"]) == (4, 2)
+    for precision in ("fp32", "bf16", "fp16"):
+        comparisons = [f"{precision}_batched_vs_single"] + ([f"{precision}_single_vs_fp32_single"] if precision != "fp32" else [])
+        for name in comparisons:
+            figures = results[name]
+            for count in ("raw_answers_differ", "parsed_labels_differ", "parsed_labels_differ_among_close_calls"):
+                assert isinstance(figures[count], int) and 0 <= figures[count] <= 4, (name, count)
+            assert 0.0 <= figures["max_probability_difference"] <= 1.0
+        assert 0 <= results[f"{precision}_close_calls_single"] <= 4
+    assert 0 <= results["close_calls_fp32_single"] <= 4 and 1 <= results["distinct_answers_fp32_single"] <= 4
+    assert len(results["git_commit"].removesuffix("+dirty")) == 40
+    assert results["machine"]["cpus"] >= 1 and results["torch"] == torch.__version__

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from llavac.cli import main as cli
 from llavac.llava_repo import (
-    TRAINED_LLAVA_DIR, import_llava_lora, launcher_world_size, llava_train_command, train_split_llava_repo,
+    TRAINED_LLAVA_DIR, import_llava_lora, llava_train_command, train_split_llava_repo,
 )
 from llavac.model.build import LLAVA_DIR, build_llava
 from llavac.model.inputs import IGNORE_INDEX, TrainingCollator
@@ -107,14 +107,6 @@ def test_fewer_gpus_accumulate_to_the_global_batch_and_a_cpu_runs_train_py_plain
     assert cpu[:3] == ["/env/bin/python", "-m", "llava.train.train"]
     flags = flags_of(cpu)
     assert "deepspeed" not in flags and "tf32" not in flags and flags["dataloader_num_workers"] == "0"
-
-
-@pytest.mark.parametrize("launcher, world_size", [
-    ("python", 1), ("deepspeed --num_gpus 8", 8), ("deepspeed --num_gpus 4 --num_nodes 2", 8), ("deepspeed", 3),
-])
-def test_launcher_world_size(launcher, world_size):
-    assert launcher_world_size(launcher, visible_gpus=3) == world_size
-    assert launcher_world_size("deepspeed --hostfile hosts", visible_gpus=1, hostfile_slots=16) == 16
 
 
 def llava_side(*args: object) -> object:

@@ -33,7 +33,9 @@ from llavac.predict import (
     generate_ids, load_classifier, parse_answer, predict_records, prediction_rows, score_labels,
 )
 from llavac.prompt import answer, llava_record, split_human_turn
-from llavac.train import PROJECTOR, add_lora, gradient_accumulation, optimizer_groups, train_split
+from llavac.train import (
+    PROJECTOR, add_lora, answer_loss, answer_positions, gradient_accumulation, optimizer_groups, train_split,
+)
 
 ARCHITECTURE = {
     "vision": {"image_size": 16, "patch_size": 8, "hidden_size": 16, "intermediate_size": 32,
@@ -219,6 +221,34 @@ def test_projector_has_its_own_learning_rate_in_the_trainers_optimizer(world, tm
     assert {id(p) for p in by_lr[RECIPE.projector_learning_rate]} == projector
 
 
+def test_answer_only_logits_give_the_full_logits_loss_and_gradients(world):
+    """The language-model head at the answer positions only: the same loss and gradients as from all logits."""
+    torch.manual_seed(0)
+    model = add_lora(load_base(world["base"], "fp32"), RECIPE)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero, which would leave A's gradient zero
+            torch.nn.init.normal_(parameter, std=0.1)
+    batch = TrainingCollator(load_inputs(world["base"]), world["images"])(world["records"][:4])
+    trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+    def loss_and_gradients(loss: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in trained.items()}
+
+    full = loss_and_gradients(model(**batch).loss)  # transformers' causal-LM loss over every position's logits
+    without_labels = {k: v for k, v in batch.items() if k != "labels"}
+    kept = answer_positions(batch["labels"])
+    outputs = model(**without_labels, logits_to_keep=kept)
+    answers_only = loss_and_gradients(answer_loss(outputs, batch["labels"]))
+    n_answer = int((batch["labels"] != IGNORE_INDEX).sum())
+    assert outputs.logits.shape[0] == n_answer < batch["labels"].numel() / 5  # only the answer positions went through the head
+    torch.testing.assert_close(answers_only[0], full[0], rtol=1e-6, atol=0)
+    for name in trained:
+        torch.testing.assert_close(answers_only[1][name], full[1][name], rtol=1e-5, atol=1e-8, msg=name)
+    assert any(g.abs().sum() > 0 for name, g in full[1].items() if "lora_A" in name)
+
+
 def test_gradient_accumulation_keeps_the_global_batch():
     paper = replace(RECIPE, per_device_batch_size=16, global_batch_size=128)
     assert gradient_accumulation(paper, world_size=8) == 1
@@ -267,36 +297,7 @@ def test_a_finished_split_restores_its_end_with_its_curves(adapter, world):
     assert (root / "adapter2" / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
 
 
-KILLED_RUN = """
-import json, os, signal, sys
-from pathlib import Path
-import transformers
-from llavac.params import Recipe
-from llavac.train import train_split
-
-root, kill_in = Path(sys.argv[1]), sys.argv[2]
-world = json.loads((root / "world.json").read_text())
-save_state, save_optimizer = transformers.Trainer._save_checkpoint, transformers.Trainer._save_optimizer_and_scheduler
-
-def kill(self):  # kill -9: no exception handler, no atexit, nothing flushed
-    if self.state.global_step == world["kill_at"]:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-def after_save(self, *args):
-    save_state(self, *args)
-    kill(self)
-
-def during_save(self, *args):
-    save_optimizer(self, *args)
-    kill(self)  # the checkpoint's weights are written, its trainer_state.json is not
-
-if kill_in == "after":
-    transformers.Trainer._save_checkpoint = after_save
-elif kill_in == "during":
-    transformers.Trainer._save_optimizer_and_scheduler = during_save
-train_split(world["base"], world["records"], Path(world["images"]), root / "adapter", root / "ckpt", root / "live",
-            Recipe(**world["recipe"]), seed=0, image_position="front")
-"""
+LAUNCHED_TRAINING = Path(__file__).with_name("launched_training.py")
 
 
 @pytest.mark.parametrize("kill_in", ["after", "during"])
@@ -307,14 +308,15 @@ def test_a_killed_split_resumes_to_the_same_adapter_and_curves(world, tmp_path, 
     for name, kill_at in (("whole", -1), ("killed", 4)):
         root = tmp_path / name
         root.mkdir()
-        (root / "world.json").write_text(json.dumps({"base": world["base"], "records": world["records"],
-                                                     "images": str(world["images"]), "recipe": asdict(recipe),
-                                                     "kill_at": kill_at}))
-        first = subprocess.run([sys.executable, "-c", KILLED_RUN, str(root), kill_in], capture_output=True, text=True)
+        facts = {"base": world["base"], "records": world["records"], "images": str(world["images"]),
+                 "recipe": asdict(recipe), "seed": 0}
+        (root / "world.json").write_text(json.dumps({**facts, "kill_at": kill_at, "kill_in": kill_in}))
+        first = subprocess.run([sys.executable, LAUNCHED_TRAINING, root], capture_output=True, text=True)
         if name == "killed":
             assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
             assert not (root / "adapter").exists()
-            again = subprocess.run([sys.executable, "-c", KILLED_RUN, str(root), "never"], capture_output=True, text=True)
+            (root / "world.json").write_text(json.dumps(facts))
+            again = subprocess.run([sys.executable, LAUNCHED_TRAINING, root], capture_output=True, text=True)
             assert again.returncode == 0, again.stderr[-2000:]
         else:
             assert first.returncode == 0, first.stderr[-2000:]
@@ -379,6 +381,39 @@ def test_a_cpu_run_with_other_kernels_or_threads_is_another_run(monkeypatch):
     assert run_fingerprint("base", records, RECIPE, 0) == same
     monkeypatch.setattr(torch, "get_num_threads", lambda: 64)
     assert run_fingerprint("base", records, RECIPE, 0) != same
+
+
+def test_a_run_under_deepspeed_is_another_run(monkeypatch):
+    """A DeepSpeed checkpoint's optimizer state is sharded per rank: it resumes only under as many ranks."""
+    from llavac.train import run_fingerprint
+
+    records = [{"id": 1}]
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    plain = run_fingerprint("base", records, RECIPE, 0)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    two = run_fingerprint("base", records, RECIPE, 0)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert len({plain, two, run_fingerprint("base", records, RECIPE, 0)}) == 3
+
+
+def test_fp16_under_deepspeed_without_fp16_kernels_is_refused_in_one_line(world, monkeypatch, tmp_path):
+    import llavac.train
+
+    class NoFp16:
+        def is_fp16_supported(self) -> bool:
+            return False
+
+        def device_name(self) -> str:
+            return "cpu"
+
+    monkeypatch.setattr(llavac.train, "get_accelerator", NoFp16)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="precision fp16 under DeepSpeed needs fp16 kernels.*use bf16 or fp32"):
+        train_split(world["base"], world["records"], world["images"], tmp_path / "a", tmp_path / "c", tmp_path / "l",
+                    replace(RECIPE, precision="fp16"), seed=0, **CARD_FACTS)
+    assert not (tmp_path / "c").exists()
 
 
 def test_checkpoints_of_another_run_are_discarded_on_resume(adapter, world):

@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 
 from llavac.curves import mean_loss, write_curves
 from llavac.files import folder_written_whole
+from llavac.launcher import is_deepspeed
 from llavac.model.adapter_card import card_for
 from llavac.model.loading import load_base, load_inputs, save_inputs
 from llavac.params import Recipe
@@ -41,34 +42,6 @@ NON_LORA_TRAINABLES = "non_lora_trainables.bin"
 """The trained projector, written by llava/train/train.py once training ends, with `torch.save`."""
 CHECKPOINT = re.compile(r"checkpoint-\d+")
 """The Trainer's intermediate checkpoint folders inside --output_dir."""
-
-
-def launcher_world_size(launcher: str, visible_gpus: int, hostfile_slots: int | None = None) -> int:
-    """How many training processes `train.launcher` starts: what gradient accumulation is derived from.
-
-    `python` is one process; `deepspeed --num_gpus N [--num_nodes M]` is N x M; `deepspeed --hostfile F`
-    is the slots of F (`hostfile_slots`); a bare `deepspeed` takes every visible GPU.
-    """
-    words = shlex.split(launcher)
-    if Path(words[0]).name != "deepspeed":
-        return 1
-    option = {words[i]: words[i + 1] for i in range(1, len(words) - 1) if words[i].startswith("--")}
-    if "--num_gpus" in option:
-        return int(option["--num_gpus"]) * int(option.get("--num_nodes", "1"))
-    if "--hostfile" in option:
-        if hostfile_slots is None:
-            raise ValueError("a --hostfile launcher needs the hostfile's slot count")
-        return hostfile_slots
-    return visible_gpus
-
-
-def hostfile_slots(launcher: str) -> int | None:
-    """The total `slots=N` of the launcher's DeepSpeed hostfile, if it names one."""
-    words = shlex.split(launcher)
-    if "--hostfile" not in words:
-        return None
-    lines = Path(words[words.index("--hostfile") + 1]).read_text().splitlines()
-    return sum(int(word.split("=", 1)[1]) for line in lines for word in line.split() if word.startswith("slots="))
 
 
 def flag(value: Any) -> str:
@@ -89,7 +62,7 @@ def llava_train_command(
     (DVCLive curves are made from LLaVA's own log instead) and the seed passed through.
     """
     if cuda:
-        options = shlex.split(launcher)[1:] if Path(shlex.split(launcher)[0]).name == "deepspeed" else ["--num_gpus", "1"]
+        options = shlex.split(launcher)[1:] if is_deepspeed(launcher) else ["--num_gpus", "1"]
         module = "llava.train.train_mem" if flash_attention else "llava.train.train"
         start = [str(llava_bin / "deepspeed"), *options, "--module", module]
     else:

@@ -2,7 +2,8 @@
 
 What is LLaVA's and kept exactly: LoRA on every linear layer of the language model only, the
 projector trained fully at its own learning rate, loss on the answer and ``</s>`` only, square
-padding of images, cosine schedule with warmup, DeepSpeed ZeRO when GPUs are present.
+padding of images, cosine schedule with warmup, DeepSpeed ZeRO whenever the `deepspeed` launcher
+started the run (on GPUs, or on a CPU with DeepSpeed's CPU accelerator and gloo).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import deepspeed
 import torch
+from deepspeed.accelerator import get_accelerator
+from deepspeed.utils import safe_get_full_fp32_param
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch.utils.data import Dataset
 from transformers import LlavaForConditionalGeneration, Trainer, TrainingArguments, set_seed
@@ -23,9 +27,10 @@ from transformers.trainer import TRAINER_STATE_NAME as TRAINER_STATE
 
 from llavac.curves import mean_loss, write_curves
 from llavac.data.mvsa import is_synthetic
-from llavac.files import publish_folder, staging_folder, staging_path
+from llavac.files import publish_folder, staging_folder
+from llavac.launcher import launched_by_deepspeed
 from llavac.model.adapter_card import card_for
-from llavac.model.inputs import TrainingCollator, fit_records
+from llavac.model.inputs import IGNORE_INDEX, TrainingCollator, fit_records
 from llavac.model.loading import load_base, load_inputs, save_inputs, torch_dtype
 from llavac.params import Recipe
 
@@ -80,6 +85,44 @@ def optimizer_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict[str, A
     ]
 
 
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(batch, sequence) bool: the positions whose logits predict a supervised token (the next label is not ignored).
+
+    With right padding they are the answer and ``</s>`` positions shifted by one: ~6 of ~700 per pair
+    at 7B, against a vocabulary of 32,064.
+    """
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep
+
+
+class AnswerLogitsCollator:
+    """`TrainingCollator`'s batches with `logits_to_keep`: the language-model head runs at the answer positions only.
+
+    The full head would compute (batch x sequence x vocabulary) logits of which the loss reads a
+    hundredth; transformers' `logits_to_keep` (a boolean mask) keeps the positions before the head.
+    """
+
+    def __init__(self, collator: TrainingCollator) -> None:
+        self.collator = collator
+
+    def __call__(self, records: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = self.collator(records)
+        return {**batch, "logits_to_keep": answer_positions(batch["labels"])}
+
+
+def answer_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+    """The causal-LM loss from the kept logits ((n, vocabulary), n = the answer positions): the same terms as the full one.
+
+    Cross-entropy of each kept position's logits against the token after it, summed and divided by
+    `num_items_in_batch` (the Trainer's count of supervised tokens over the accumulated batch and the
+    ranks), else by their number here: what transformers' `ForCausalLMLoss` computes from all logits.
+    """
+    targets = labels[:, 1:][answer_positions(labels)[:, :-1]]
+    loss = torch.nn.functional.cross_entropy(outputs.logits.float(), targets.to(outputs.logits.device), reduction="sum")
+    return loss / (num_items_in_batch if num_items_in_batch is not None else targets.numel())
+
+
 def gradient_accumulation(recipe: Recipe, world_size: int) -> int:
     """Steps to accumulate so that per-device batch x devices x steps equals the recipe's global batch."""
     per_step = recipe.per_device_batch_size * world_size
@@ -103,8 +146,27 @@ def keep_trainables_in_fp32(model: torch.nn.Module) -> None:
             parameter.data = parameter.data.float()
 
 
+def trained_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every trained tensor of `model` (LoRA and projector), whole and in fp32, keyed as in `named_parameters`.
+
+    Under DeepSpeed each comes from DeepSpeed's fp32 master copy (`safe_get_full_fp32_param`): under
+    ZeRO-3 a parameter holds only this rank's partition, and in bf16 the model's copy has lost the
+    master's low bits. That gathering is a collective: every rank calls this, in the same order.
+    """
+    weights = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            master = safe_get_full_fp32_param(parameter)
+            weights[name] = (parameter if master is None else master).detach().float().cpu()
+    return weights
+
+
 def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: bool) -> TrainingArguments:
-    """The Trainer's arguments for `recipe`. DeepSpeed only when CUDA is there: it has no CPU path worth using."""
+    """The Trainer's arguments for `recipe`; with `use_deepspeed`, the recipe's ZeRO config file.
+
+    The Trainer fills the config's "auto" values (micro batch, global batch, accumulation, bf16/fp16,
+    bucket sizes) from these arguments; the file itself is passed as it is.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     return TrainingArguments(
         output_dir=str(out_dir),
@@ -140,9 +202,12 @@ def run_fingerprint(base: str, records: list[dict[str, Any]], recipe: Recipe, se
     """A hash of everything that defines a split's training run, so a resume never mixes two runs.
 
     On a CPU the kernels' instruction set and the thread count change the rounding, so they are part
-    of the run; on a GPU the CPU does no arithmetic that matters.
+    of the run; on a GPU the CPU does no arithmetic that matters. So is the launch: a DeepSpeed
+    checkpoint (optimizer state sharded per rank) resumes only under DeepSpeed with as many ranks.
     """
     facts: dict[str, Any] = {"base": base, "records": records, "recipe": asdict(recipe), "seed": seed}
+    if launched_by_deepspeed():
+        facts["deepspeed_ranks"] = int(os.environ["WORLD_SIZE"])
     if not torch.cuda.is_available():
         facts["cpu"] = [torch.backends.cpu.get_cpu_capability(), torch.get_num_threads()]
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
@@ -196,16 +261,33 @@ def train_split(
     interrupted split resumes where it stopped and a finished one restores its end; the Trainer
     restores the optimizer, scheduler, RNG and data order, so the adapter is the one an
     uninterrupted run writes. Checkpoints of any other run are deleted first.
+
+    Under the `deepspeed` launcher every rank runs this: DeepSpeed with the recipe's ZeRO config
+    (bf16 compute with fp32 masters when the recipe says bf16), the adapter gathered whole from the
+    fp32 masters, rank 0 alone writing the outputs while the others wait (docs/deepspeed.md).
     """
-    # DeepSpeed needs its launcher's environment (a plain `python` start on a GPU would look for MPI).
-    use_deepspeed = torch.cuda.is_available() and "LOCAL_RANK" in os.environ
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    if main_process:
-        discard_foreign_checkpoints(checkpoint_dir, run_fingerprint(base, records, recipe, seed))
+    use_deepspeed = launched_by_deepspeed()
+    if use_deepspeed and recipe.precision == "fp16" and not get_accelerator().is_fp16_supported():
+        raise ValueError(f"precision fp16 under DeepSpeed needs fp16 kernels, which DeepSpeed's {get_accelerator().device_name()} "
+                         "accelerator lacks here (a CPU needs AVX512-FP16 or AMX-FP16); use bf16 or fp32")
+    if use_deepspeed:
+        # The process group ZeRO-3's partitioned loading counts ranks in. On GPUs the Trainer would
+        # start it too; under `use_cpu` it starts only torch's, which DeepSpeed does not see.
+        deepspeed.init_distributed()  # the accelerator's backend: nccl on CUDA, gloo on a CPU
     # With ZeRO-3, TrainingArguments must exist before from_pretrained so weights load partitioned.
     args = training_arguments(recipe, checkpoint_dir, seed, use_deepspeed)
-    set_seed(seed)  # LoRA's A matrices are drawn here, before the Trainer would seed anything
-    model = add_lora(load_base(base, recipe.precision), recipe)
+    main_process = args.process_index == 0
+    # Rank 0 deletes stale and torn checkpoints while the others wait; then they all pick the same one.
+    # (The checkpoint folder is one folder for all ranks: a shared disk when they span nodes.)
+    with args.main_process_first(local=False, desc="checkpoint cleanup"):
+        if main_process:
+            discard_foreign_checkpoints(checkpoint_dir, run_fingerprint(base, records, recipe, seed))
+        checkpoint = last_complete_checkpoint(checkpoint_dir)
+    base_model = load_base(base, recipe.precision)
+    # LoRA's A matrices are drawn here, before the Trainer would seed anything; seeded after the
+    # loading, whose use of the generator differs between a plain load and ZeRO-3's partitioned one.
+    set_seed(seed)
+    model = add_lora(base_model, recipe)
     inputs = load_inputs(base, model.config, recipe.model_max_length)
     fitted, truncated = fit_records(inputs, records)  # an over-long tweet is cut here, never fails a step
     if use_deepspeed:
@@ -219,15 +301,15 @@ def train_split(
         model=model,
         args=args,
         train_dataset=Records(fitted),
-        data_collator=TrainingCollator(inputs, image_folder),
+        data_collator=AnswerLogitsCollator(TrainingCollator(inputs, image_folder)),
+        compute_loss_func=answer_loss,
         optimizer_cls_and_kwargs=(torch.optim.AdamW, {"params": optimizer_groups(model, recipe)}),
     )
-    checkpoint = last_complete_checkpoint(checkpoint_dir) if checkpoint_dir.is_dir() else None
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    # Every rank must enter save_model: under ZeRO-3 it gathers the partitioned weights collectively.
-    staging = staging_folder(out_dir) if trainer.is_world_process_zero() else staging_path(out_dir)
-    trainer.save_model(str(staging))
-    if trainer.is_world_process_zero():
+    weights = trained_weights(model)  # on every rank: under DeepSpeed it gathers across them
+    if main_process:
+        staging = staging_folder(out_dir)
+        model.save_pretrained(str(staging), state_dict=weights)
         save_inputs(inputs, staging)
         card_for(
             base, out_dir, image_position=image_position, tokenizer_rule=inputs.encoder.rule,
@@ -235,6 +317,7 @@ def train_split(
         ).write(staging)
         publish_folder(staging, out_dir)
         write_curves(trainer.state.log_history, live_dir, {"truncated_pairs": sum(map(bool, truncated))})
+    trainer.accelerator.wait_for_everyone()  # no rank goes on before the adapter and curves are whole
     return {
         "train_loss": mean_loss(trainer.state.log_history),  # the Trainer's counts only this session's steps
         "steps": result.global_step,
