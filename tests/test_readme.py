@@ -28,7 +28,12 @@ SKIPPED = {
     "dvc push": "needs a remote storage bucket",
     "hf download": "downloads 7B weights from the Hugging Face hub",
     "dvc exp run -n llavac-": "the paper's run: real data, LLaVA-1.5-7B weights, GPUs",
+    "dvc exp run -S dataset=mvsa-multiple -S data.raw_dir=": "needs the real MVSA-Multiple folder",
     "deepspeed": "needs GPUs",
+    "dvc exp run --queue": "three whole pipeline runs; DVC's queue and grid are tested by tests/test_ablations.py",
+    "llavac compare --paired EXP_A": "names two experiments of the reader's; tests/test_experiments.py runs it on two",
+    "dvc exp run -S train.method": "a whole pipeline run; its result is benchmarks/results/ablations-cpu.json",
+    "dvc exp run -S prompt.modalities": "a whole pipeline run; its result is benchmarks/results/ablations-cpu.json",
 }
 
 
