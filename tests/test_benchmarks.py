@@ -170,3 +170,28 @@ def test_batched_vs_single_at_its_smallest_scale(tmp_path, llama_sentencepiece):
     assert 0 <= results["close_calls_fp32_single"] <= 4 and 1 <= results["distinct_answers_fp32_single"] <= 4
     assert len(results["git_commit"].removesuffix("+dirty")) == 40
     assert results["machine"]["cpus"] >= 1 and results["torch"] == torch.__version__
+
+
+def test_warning_lines_counts_the_projects_warnings_apart_from_pips_index_notes(tmp_path):
+    log = tmp_path / "repro.log"
+    log.write_text("WARNING: Location 'file:///opt/pypi/simple/torch/' is ignored: it is neither a file nor a directory.\n"
+                   "stage one\n[WARNING] Setting accelerator to CPU.\nUserWarning: x\n[WARNING] Setting accelerator to CPU.\n")
+    out = tmp_path / "warnings.json"
+    run_benchmark("warning_lines.py", log, "--command", "make repro", "--out", out)
+    results = json.loads(out.read_text())
+    assert (results["warning_lines"], results["pip_index_notes"]) == (3, 1)
+    assert results["lines"] == {"[WARNING] Setting accelerator to CPU.": 2, "UserWarning: x": 1}
+
+
+def test_experiment_summary_sets_the_committed_run_against_its_majority_class(tmp_path):
+    """On HEAD's committed default run (cheema: the test sets cover every pair once)."""
+    out = tmp_path / "summary.json"
+    run_benchmark("experiment_summary.py", "HEAD", out, "--command", "dvc repro")
+    results = json.loads(out.read_text())
+    scores = json.loads((REPO / "metrics/scores.json").read_text())
+    data = json.loads((REPO / "metrics/data.json").read_text())
+    assert results["n_test_pairs"] == scores["n_test_pairs"] == data["valid_pairs"]
+    for task, block in results["tasks"].items():
+        counts = data["pairs_by_label"][task]
+        assert block["majority_class_accuracy"] == round(100 * max(counts.values()) / data["valid_pairs"], 2)
+        assert block["points_above_majority"] == round(scores[task]["accuracy"] - block["majority_class_accuracy"], 2)
