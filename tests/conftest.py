@@ -12,16 +12,22 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-import yaml
-from PIL import Image
-from pyspark.sql import SparkSession
-
-from llavac.data import mvsa
-from llavac.data.preprocess import spark_session
-from llavac.labels import LABELS, TASKS
-
 REPO = Path(__file__).resolve().parents[1]
+# The suite runs under the CPU numerics the stages pin (one thread, AVX2 kernels: stages/common.py), set
+# before anything imports torch, so that a test comparing a model run in this process with one run in
+# a subprocess (LLaVA's side, a stage) sees the same kernels whatever order the tests run in.
+sys.path.insert(0, str(REPO / "stages"))
+import common  # noqa: E402,F401
+sys.path.remove(str(REPO / "stages"))
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from PIL import Image  # noqa: E402
+from pyspark.sql import SparkSession  # noqa: E402
+
+from llavac.data import mvsa  # noqa: E402
+from llavac.data.preprocess import spark_session  # noqa: E402
+from llavac.labels import LABELS, TASKS  # noqa: E402
 
 
 @pytest.fixture
