@@ -27,17 +27,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from llavac.model.adapter_card import read_card
-from llavac.model.build import build_llava
 from llavac.model.loading import load_base
 from llavac.params import Evaluation
 from llavac.predict import generate_answers, load_classifier, parse_answer
-from llavac.prompt import llava_record
 from llavac.train import PROJECTOR
-from test_model import ARCHITECTURE, LABELS3, RECIPE, TEXTS
+from test_model import RECIPE, write_world
 
 pytestmark = pytest.mark.slow
 
@@ -76,18 +73,9 @@ def trained(root: Path, world: dict, recipe, ranks: int) -> Path:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
-    """The base model and 8 pairs with non-square images, as test_model.py's."""
-    root = tmp_path_factory.mktemp("deepspeed")
-    (root / "raw" / "data").mkdir(parents=True)
-    records = []
-    for i in range(8):
-        text_label, image_label, mm = LABELS3[i % 3]
-        Image.new("RGB", (20 + 7 * i, 30), (40 * i, 200 - 20 * i, 90)).save(root / "raw" / "data" / f"{i}.jpg")
-        pair = {"id": i, "text": TEXTS[i % 4] + " x" * i, "text_label": text_label, "image_label": image_label,
-                "multimodal_label": mm, "image_path": f"data/{i}.jpg"}
-        records.append(llava_record(pair, "front"))
-    base = build_llava(root / "base", TEXTS * 5, ARCHITECTURE, seed=0)
-    return {"root": str(root), "base": str(base), "records": records, "images": str(root / "raw")}
+    """test_model.py's base model and 8 pairs, its paths as text (the launched ranks read it as JSON)."""
+    world = write_world(tmp_path_factory.mktemp("deepspeed"))
+    return {**world, "root": str(world["root"]), "images": str(world["images"])}
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,11 @@ TEXTS = ["RT @amy: what a lovely sunny day! http://t.co/ab12 #happy", "so sad...
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict:
     """A built base model and 8 pairs with non-square images of different sizes."""
-    root = tmp_path_factory.mktemp("model")
+    return write_world(tmp_path_factory.mktemp("model"))
+
+
+def write_world(root: Path) -> dict:
+    """Under `root`: the base model (`base`), 8 pairs' images (`images`/data/<id>.jpg) and their LLaVA records."""
     (root / "raw" / "data").mkdir(parents=True)
     records = []
     for i in range(8):
