@@ -1,27 +1,30 @@
 """Collect the ablations queued by benchmarks/ablations.sh into benchmarks/results/ablations-cpu.json.
 
-    python benchmarks/ablation_results.py [--paired A B]...
+    python benchmarks/ablation_results.py [--rev REV] [--paired A B]... [--out JSON] [--note TEXT]
 
-Reads every finished experiment of this repository with `dvc.api.exp_show()`, keeps its settings and
-its scores (accuracy with the 95 % interval and weighted F1 of each label, invalid answers), adds
-`llavac compare --num 50` (with its seed groups) and `llavac compare --paired A B` for each pair given, and
-prints the Markdown table of docs/statistics.md.
+Reads every finished experiment queued from REV (default HEAD; experiments stay on the commit they were
+queued from) with `dvc.api.exp_show()`, keeps its settings and its scores (accuracy with the 95 %
+interval and weighted F1 of each label, invalid answers), adds `llavac compare --num 50` (with its seed
+groups) and `llavac compare --paired A B` for each pair given, writes them with the provenance block
+(benchmarks/provenance.py) and prints the Markdown table of docs/statistics.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import re
 import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
 import dvc.api
 
-from llavac.experiments import compare_experiments, compare_paired, finished, metric
-from llavac.labels import TASKS
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import Provenance, write_result  # noqa: E402
+
+from llavac.experiments import compare_experiments, compare_paired, finished, metric  # noqa: E402
+from llavac.labels import TASKS  # noqa: E402
 
 OUT = Path("benchmarks/results/ablations-cpu.json")
 SETTINGS = ("train.method", "prompt.modalities", "seed", "predict.mode", "protocol", "model")
@@ -63,12 +66,16 @@ def markdown(runs: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rev", default="HEAD", help="the commit the experiments were queued from")
     parser.add_argument("--paired", nargs=2, action="append", default=[], metavar=("A", "B"),
                         help="two experiments to pair (repeatable)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--note", help="where and how the experiments ran (the machine and its load then)")
     args = parser.parse_args()
+    provenance = Provenance()
     runs = []
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    for row in dvc.api.exp_show(revs=head, num=50):  # experiments stay on the commit they were queued from
+    rev = subprocess.run(["git", "rev-parse", args.rev], capture_output=True, text=True, check=True).stdout.strip()
+    for row in dvc.api.exp_show(revs=rev, num=50):
         if not (row.get("Experiment") or row.get("rev") == "workspace") or not finished(row):
             continue  # commits' own rows are history; the workspace holds the default's `dvc repro`
         settings = {key: (int(row[key]) if isinstance(row.get(key), float) else row.get(key)) for key in SETTINGS}
@@ -77,22 +84,22 @@ def main() -> None:
                      "minutes": minutes(row["Experiment"]) if row.get("Experiment") else None})
     runs.sort(key=lambda run: (run["name"] != "workspace", run["name"]))
     result = {
-        "what": "Ablations on the embedded default (synthetic sample, tiny model, protocol cheema, 10 splits, 390 test "
-                "pairs), each a DVC experiment run from the queue; scores in %, mean over splits [95 % bootstrap interval].",
+        "what": "Ablations, each a DVC experiment run from the queue, beside the workspace's run; scores in %, mean "
+                "over splits [95 % bootstrap interval]; `minutes` are wall times, first to last queue log line.",
+        "queued_from": rev,
+        "note": args.note,
         "commands": ["bash benchmarks/ablations.sh",
-                     "python benchmarks/ablation_results.py " + " ".join(f"--paired {a} {b}" for a, b in args.paired)],
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}; 2 cores shared by seven engineers (load "
-                   "average 9-15 during the runs): `minutes` are wall times there, first to last log line",
+                     f"python benchmarks/ablation_results.py --rev {rev} "
+                     + " ".join(f"--paired {a} {b}" for a, b in args.paired)],
         "runs": runs,
+        "compare": compare_experiments(num=50).splitlines(),  # `llavac compare --num 50`: the seed groups
+        "paired": [{"a": a, "b": b, "output": compare_paired(a, b).splitlines()} for a, b in args.paired],
     }
-    result["compare"] = compare_experiments(num=50).splitlines()  # `llavac compare --num 50`: the seed groups
-    result["paired"] = [{"a": a, "b": b, "output": compare_paired(a, b).splitlines()} for a, b in args.paired]
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(args.out, result, provenance)
     print(markdown(runs))
     for paired in result["paired"]:
         print("\n" + "\n".join(paired["output"]))
-    print(f"\nwrote {OUT}")
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,12 @@ import io
 import json
 import math
 import random
+import os
+import re
 import runpy
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -148,3 +152,45 @@ def real_shaped_base(tmp_path_factory, llama_sentencepiece) -> Path:
     from llavac.model.build import build_llava
 
     return build_llava(tmp_path_factory.mktemp("real-shaped") / "base", [], REAL_SHAPED_TINY["build"], seed=0)
+
+
+SEED_STAGE = """\
+import json, time, yaml
+print(time.strftime("%H:%M:%S"), "score: start")  # as the project's stages log, which `dvc queue logs` shows
+seed = yaml.safe_load(open("params.yaml"))["seed"]
+accuracy = 70.0 + seed
+block = {"accuracy": accuracy, "accuracy_ci_low": accuracy - 5, "accuracy_ci_high": accuracy + 5, "weighted_f1": accuracy - 1,
+         "invalid_rate": 0.0}
+json.dump({"n_splits": 2, "n_test_pairs": 40, "multimodal": block, "text": block, "image": block}, open("scores.json", "w"))
+print(time.strftime("%H:%M:%S"), "score: done")
+"""
+
+
+@pytest.fixture(scope="session")
+def seed_grid(tmp_path_factory) -> Path:
+    """A git + DVC repository whose one stage writes scores.json (accuracy 70 + seed), committed with seed 42,
+    and three experiments `dvc exp run --queue -S seed=1,2,3` ran from DVC's queue."""
+    repo = tmp_path_factory.mktemp("seed-grid")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t.invalid"}
+    dvc = str(Path(sys.executable).parent / "dvc")
+
+    def run(*command: str) -> str:
+        return subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
+
+    run("git", "init", "-q")
+    run(dvc, "init", "-q")
+    (repo / "seed_stage.py").write_text(SEED_STAGE)
+    (repo / "params.yaml").write_text("seed: 42\nprotocol: cheema\n")
+    (repo / "dvc.yaml").write_text(
+        f"stages:\n  score:\n    cmd: {sys.executable} seed_stage.py\n    deps: [seed_stage.py]\n    params: [seed]\n"
+        "    metrics:\n      - scores.json:\n          cache: false\n")
+    run(dvc, "repro", "-q")
+    run("git", "add", "-A")
+    run("git", "commit", "-qm", "pipeline")
+    run(dvc, "exp", "run", "--queue", "-S", "seed=1,2,3")
+    run(dvc, "queue", "start")
+    deadline = time.monotonic() + 240
+    while re.search(r"Queued|Running", run(dvc, "queue", "status")) and time.monotonic() < deadline:
+        time.sleep(2)
+    return repo

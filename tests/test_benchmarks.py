@@ -195,3 +195,26 @@ def test_experiment_summary_sets_the_committed_run_against_its_majority_class(tm
         counts = data["pairs_by_label"][task]
         assert block["majority_class_accuracy"] == round(100 * max(counts.values()) / data["valid_pairs"], 2)
         assert block["points_above_majority"] == round(scores[task]["accuracy"] - block["majority_class_accuracy"], 2)
+
+
+def test_ablation_results_collects_the_queued_experiments_with_their_scores_and_minutes(tmp_path, seed_grid):
+    """On a repository whose three seed experiments ran from DVC's queue: one row each beside the workspace."""
+    out = tmp_path / "ablations.json"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks/ablation_results.py"), "--out", str(out)], cwd=seed_grid,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = read_result(out)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=seed_grid, capture_output=True, text=True).stdout.strip()
+    assert results["queued_from"] == head and results["paired"] == []
+    runs = {run["name"]: run for run in results["runs"]}
+    assert runs["workspace"]["settings"]["seed"] == 42 and len(runs) == 4
+    experiments = [run for name, run in runs.items() if name != "workspace"]
+    assert sorted(run["settings"]["seed"] for run in experiments) == [1, 2, 3]
+    for run in experiments:
+        accuracy = 70.0 + run["settings"]["seed"]
+        assert run["scores"]["text"] == {"accuracy": accuracy, "accuracy_ci_low": accuracy - 5,
+                                         "accuracy_ci_high": accuracy + 5, "weighted_f1": accuracy - 1, "invalid_rate": 0.0}
+        assert (run["test_pairs"], run["splits"]) == (40, 2)
+        assert isinstance(run["minutes"], float) and run["minutes"] >= 0
+    assert any(row.startswith("mean of 3 seeds") for row in results["compare"])
+    assert f"| {experiments[0]['name']} | `seed={experiments[0]['settings']['seed']}` | 40 / 2 |" in done.stdout

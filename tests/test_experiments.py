@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -157,43 +155,11 @@ def test_a_run_is_read_at_its_revision_through_dvc(tmp_path, prediction_records,
         resolve_revision("nope", tmp_path)
 
 
-SEED_STAGE = """\
-import json, sys, yaml
-seed = yaml.safe_load(open("params.yaml"))["seed"]
-accuracy = 70.0 + seed
-block = {"accuracy": accuracy, "accuracy_ci_low": accuracy - 5, "accuracy_ci_high": accuracy + 5, "invalid_rate": 0.0}
-json.dump({"multimodal": block, "text": block, "image": block}, open("scores.json", "w"))
-"""
-
-
 @pytest.mark.slow
-def test_a_seed_grid_runs_from_dvcs_queue_and_compare_groups_it(tmp_path):
+def test_a_seed_grid_runs_from_dvcs_queue_and_compare_groups_it(seed_grid: Path):
     """`dvc exp run --queue -S seed=1,2,3` + `dvc queue start` on a one-stage pipeline; `llavac compare` then
     shows the three runs and their mean ± std."""
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t.invalid", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t.invalid"}
-    dvc = str(Path(sys.executable).parent / "dvc")
-
-    def run(*command: str) -> str:
-        return subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout
-
-    run("git", "init", "-q")
-    run(dvc, "init", "-q")
-    (tmp_path / "seed_stage.py").write_text(SEED_STAGE)
-    (tmp_path / "params.yaml").write_text("seed: 42\nprotocol: cheema\n")
-    (tmp_path / "dvc.yaml").write_text(
-        f"stages:\n  score:\n    cmd: {sys.executable} seed_stage.py\n    deps: [seed_stage.py]\n    params: [seed]\n"
-        "    metrics:\n      - scores.json:\n          cache: false\n")
-    run(dvc, "repro", "-q")
-    run("git", "add", "-A")
-    run("git", "commit", "-qm", "pipeline")
-    run(dvc, "exp", "run", "--queue", "-S", "seed=1,2,3")
-    run(dvc, "queue", "start")
-    deadline = time.monotonic() + 240
-    while re.search(r"Queued|Running", run(dvc, "queue", "status")) and time.monotonic() < deadline:
-        time.sleep(2)
-    assert run(dvc, "queue", "status").count("Success") == 3
-    rows = compare_experiments(tmp_path).splitlines()
+    rows = compare_experiments(seed_grid).splitlines()
     assert sum(" 71.0 [66.0, 76.0]" in row or " 72.0 [67.0, 77.0]" in row or " 73.0 [68.0, 78.0]" in row
                for row in rows) == 3
     group = next(row for row in rows if row.startswith("mean of 3 seeds"))

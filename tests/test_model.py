@@ -21,6 +21,7 @@ from safetensors import safe_open
 from transformers import AutoProcessor, LlavaConfig, Trainer, TrainingArguments
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
+from llavac.curves import plot_training_loss, validation_steps
 from llavac.model.build import build_llava
 from llavac.labels import LABELS
 from llavac.model.inputs import (
@@ -299,6 +300,21 @@ def test_a_finished_split_restores_its_end_with_its_curves(adapter, world):
     assert result["steps"] == 4 and result["train_loss"] > 0
     assert (root / "live2" / "plots" / "metrics" / "loss.tsv").read_text() == first
     assert (root / "adapter2" / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
+
+
+def test_the_validation_loss_is_drawn_each_epoch_and_leaves_the_adapter_as_it_was(adapter, world):
+    root = world["root"]
+    result = train_split(world["base"], world["records"], world["images"], root / "adapter-val", root / "ckpt-val",
+                         root / "live-val", RECIPE, seed=0, validation_records=world["records"][:3], **CARD_FACTS)
+    validation = validation_steps(result["history"])
+    assert [entry["step"] for entry in validation] == [2, 4]  # the end of each of the 2 epochs
+    assert all(entry["eval_loss"] > 0 for entry in validation)
+    rows = (root / "live-val" / "plots" / "metrics" / "eval_loss.tsv").read_text().splitlines()
+    assert rows[0] == "step\teval_loss" and [row.split("\t")[0] for row in rows[1:]] == ["2", "4"]
+    assert (root / "live-val" / "plots" / "metrics" / "loss.tsv").read_text() == (root / "live" / "plots" / "metrics" / "loss.tsv").read_text()
+    assert (root / "adapter-val" / "adapter_model.safetensors").read_bytes() == (adapter / "adapter_model.safetensors").read_bytes()
+    plot_training_loss({"1": result["history"], "2": result["history"]}, root / "loss.png")
+    assert Image.open(root / "loss.png").size == (840, 480)
 
 
 LAUNCHED_TRAINING = Path(__file__).with_name("launched_training.py")

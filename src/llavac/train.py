@@ -161,8 +161,10 @@ def trained_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return weights
 
 
-def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: bool) -> TrainingArguments:
-    """The Trainer's arguments for `recipe`; with `use_deepspeed`, the recipe's ZeRO config file.
+def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: bool, validate: bool = False) -> TrainingArguments:
+    """The Trainer's arguments for `recipe`; with `use_deepspeed`, the recipe's ZeRO config file; with
+    `validate`, the validation loss at the end of every epoch (a curve only: no model selection, as
+    in the paper, which trains a fixed number of epochs).
 
     The Trainer fills the config's "auto" values (micro batch, global batch, accumulation, bf16/fp16,
     bucket sizes) from these arguments; the file itself is passed as it is.
@@ -172,6 +174,9 @@ def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: 
         output_dir=str(out_dir),
         num_train_epochs=recipe.epochs,
         per_device_train_batch_size=recipe.per_device_batch_size,
+        per_device_eval_batch_size=recipe.per_device_batch_size,
+        eval_strategy="epoch" if validate else "no",
+        prediction_loss_only=True,  # the answer-only head keeps no logits worth gathering
         gradient_accumulation_steps=gradient_accumulation(recipe, world_size),
         learning_rate=recipe.learning_rate,
         weight_decay=recipe.weight_decay,
@@ -198,14 +203,18 @@ def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: 
     )
 
 
-def run_fingerprint(base: str, records: list[dict[str, Any]], recipe: Recipe, seed: int) -> str:
-    """A hash of everything that defines a split's training run, so a resume never mixes two runs.
+def run_fingerprint(
+    base: str, records: list[dict[str, Any]], recipe: Recipe, seed: int, validation_records: list[dict[str, Any]] | None = None
+) -> str:
+    """A hash of everything that defines a split's training run, so a resume never mixes two runs
+    (the validation records too: their losses are part of the run's history).
 
     On a CPU the kernels' instruction set and the thread count change the rounding, so they are part
     of the run; on a GPU the CPU does no arithmetic that matters. So is the launch: a DeepSpeed
     checkpoint (optimizer state sharded per rank) resumes only under DeepSpeed with as many ranks.
     """
-    facts: dict[str, Any] = {"base": base, "records": records, "recipe": asdict(recipe), "seed": seed}
+    facts: dict[str, Any] = {"base": base, "records": records, "recipe": asdict(recipe), "seed": seed,
+                             "validation_records": validation_records}
     if launched_by_deepspeed():
         facts["deepspeed_ranks"] = int(os.environ["WORLD_SIZE"])
     if not torch.cuda.is_available():
@@ -252,8 +261,12 @@ def train_split(
     recipe: Recipe,
     seed: int,
     image_position: str,
+    validation_records: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune `base` on one split's training records; write the adapter, projector, processor and curves.
+
+    With `validation_records` (the split's validation set) the validation loss is computed at the end
+    of every epoch, on the same answer tokens as the training loss, and drawn beside it.
 
     Checkpoints go to `checkpoint_dir`, outside the stage's DVC outputs (which DVC deletes before a
     run); they hold the projector too, as a peft `modules_to_save`. A run of the same inputs (base,
@@ -275,13 +288,13 @@ def train_split(
         # start it too; under `use_cpu` it starts only torch's, which DeepSpeed does not see.
         deepspeed.init_distributed()  # the accelerator's backend: nccl on CUDA, gloo on a CPU
     # With ZeRO-3, TrainingArguments must exist before from_pretrained so weights load partitioned.
-    args = training_arguments(recipe, checkpoint_dir, seed, use_deepspeed)
+    args = training_arguments(recipe, checkpoint_dir, seed, use_deepspeed, validate=bool(validation_records))
     main_process = args.process_index == 0
     # Rank 0 deletes stale and torn checkpoints while the others wait; then they all pick the same one.
     # (The checkpoint folder is one folder for all ranks: a shared disk when they span nodes.)
     with args.main_process_first(local=False, desc="checkpoint cleanup"):
         if main_process:
-            discard_foreign_checkpoints(checkpoint_dir, run_fingerprint(base, records, recipe, seed))
+            discard_foreign_checkpoints(checkpoint_dir, run_fingerprint(base, records, recipe, seed, validation_records))
         checkpoint = last_complete_checkpoint(checkpoint_dir)
     base_model = load_base(base, recipe.precision)
     # LoRA's A matrices are drawn here, before the Trainer would seed anything; seeded after the
@@ -290,6 +303,7 @@ def train_split(
     model = add_lora(base_model, recipe)
     inputs = load_inputs(base, model.config, recipe.model_max_length)
     fitted, truncated = fit_records(inputs, records)  # an over-long tweet is cut here, never fails a step
+    validation = Records(fit_records(inputs, validation_records)[0]) if validation_records else None
     if use_deepspeed:
         # DeepSpeed keeps its own fp32 master copy and needs one dtype across the model (ZeRO-3 fails otherwise).
         model.to(torch_dtype(recipe.precision))
@@ -301,6 +315,7 @@ def train_split(
         model=model,
         args=args,
         train_dataset=Records(fitted),
+        eval_dataset=validation,
         data_collator=AnswerLogitsCollator(TrainingCollator(inputs, image_folder)),
         compute_loss_func=answer_loss,
         optimizer_cls_and_kwargs=(torch.optim.AdamW, {"params": optimizer_groups(model, recipe)}),
