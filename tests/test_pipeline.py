@@ -137,7 +137,7 @@ def test_the_default_pipeline_learns_on_the_sample(repo_copy: Path):
     assert recorded["accuracy"] == {task: scores[task]["accuracy"] for task in TASKS}
     assert (recorded["n_splits"], recorded["n_test_pairs"], recorded["wall_seconds"]) == (10, len(gold), None)
     assert recorded["adapter_full_shape_and_finite"] is True and recorded["build"]["tokenizer"] == "trained"
-    assert recorded["provenance"]["git_commit"] == run(["git", "rev-parse", "HEAD"], repo_copy).strip()
+    assert recorded["provenance"]["git_commit"] == run(["git", "rev-parse", "HEAD"], REPO).strip()  # the script's checkout
 
 
 def test_paths_and_values_with_shell_hydra_and_glob_characters_go_through_dvc_into_spark(repo_copy: Path):
