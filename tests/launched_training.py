@@ -25,28 +25,21 @@ root = Path(sys.argv[-1])
 world = json.loads((root / "world.json").read_text())
 
 
-def kill(trainer: transformers.Trainer) -> None:
-    if trainer.state.global_step == world["kill_at"]:
-        trainer.accelerator.wait_for_everyone()  # every rank has written its part of the checkpoint
-        os.kill(os.getpid(), signal.SIGKILL)
+KILL_POINT = {"after": "_save_checkpoint", "during": "_save_optimizer_and_scheduler"}
+"""`kill_in` -> the Trainer method at whose end the process dies: the whole checkpoint saved, or only
+its weights and optimizer state (`trainer_state.json` is written after them)."""
 
+if world.get("kill_in"):
+    method = KILL_POINT[world["kill_in"]]
+    save = getattr(transformers.Trainer, method)
 
-if world.get("kill_in") == "after":
-    save_checkpoint = transformers.Trainer._save_checkpoint
+    def save_then_kill(self: transformers.Trainer, *args: object) -> None:
+        save(self, *args)
+        if self.state.global_step == world["kill_at"]:
+            self.accelerator.wait_for_everyone()  # every rank has written its part of the checkpoint
+            os.kill(os.getpid(), signal.SIGKILL)
 
-    def after_save(self, *args):
-        save_checkpoint(self, *args)
-        kill(self)
-
-    transformers.Trainer._save_checkpoint = after_save
-elif world.get("kill_in") == "during":
-    save_optimizer = transformers.Trainer._save_optimizer_and_scheduler
-
-    def during_save(self, *args):
-        save_optimizer(self, *args)
-        kill(self)
-
-    transformers.Trainer._save_optimizer_and_scheduler = during_save
+    setattr(transformers.Trainer, method, save_then_kill)
 
 train_split(world["base"], world["records"], Path(world["images"]), root / "adapter", root / "ckpt", root / "live",
             Recipe(**world["recipe"]), seed=world["seed"], image_position="front")
