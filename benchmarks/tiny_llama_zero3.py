@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--launcher", default="deepspeed --num_gpus 2")
     parser.add_argument("--no-run", action="store_true", help="record the run already in the workspace")
     parser.add_argument("--wall-seconds", type=float, help="with --no-run: that run's wall time, if it was measured")
+    parser.add_argument("--note", help="with --no-run: where, when and from which code that run came")
     args = parser.parse_args()
     command = ["dvc", "exp", "run", "-S", f"model={args.model}", "-S", f"protocol={args.protocol}",
                "-S", f"train.launcher={args.launcher}"]
@@ -82,7 +83,7 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run(command, check=True)
         wall = round(time.perf_counter() - start, 1)
-    results = {"command": " ".join(command[:-1] + [repr(command[-1])]), "ran_here": not args.no_run,
+    results = {"command": " ".join(command[:-1] + [repr(command[-1])]), "ran_here": not args.no_run, "note": args.note,
                "wall_seconds": wall, **workspace_run(args.model)}
     write_result(args.out, results, run)
     print(json.dumps(results, indent=2))
