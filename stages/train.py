@@ -23,9 +23,9 @@ from common import load_params, run, stage_logger  # first: it checks the interp
 import torch
 
 from deepspeed.accelerator import get_accelerator
-from llavac.launcher import is_deepspeed, launched_by_deepspeed, launcher_world_size
+from llavac.launcher import is_deepspeed, launched_by_deepspeed
 from llavac.llava_repo import (
-    TRAINED_LLAVA_DIR, ensure_llava_env, has_flash_attention, llava_train_command, train_split_llava_repo,
+    TRAINED_LLAVA_DIR, ensure_llava_env, has_flash_attention, llava_train_command, llava_world_size, train_split_llava_repo,
 )
 from llavac.model.loading import read_pointer
 from llavac.curves import plot_training_loss
@@ -77,7 +77,10 @@ def main() -> None:
         log.info("installing or checking the LLaVA environment (make llava-env)")
         llava_bin = ensure_llava_env(Path.cwd())
         cuda = torch.cuda.is_available()
-        world_size = launcher_world_size(launcher, get_accelerator().device_count())
+        if not cuda and is_deepspeed(launcher):
+            log.warning("train.launcher=%r: the llava-repo backend runs LLaVA's code as one plain process on a CPU "
+                        "(its DeepSpeed path needs CUDA, docs/deepspeed.md); the hf backend trains on CPU ranks", launcher)
+        world_size = llava_world_size(launcher, cuda, get_accelerator().device_count())
         flash_attention = cuda and has_flash_attention(llava_bin)
     histories = {}
     for split_dir in split_folders(args.llava_dir, "format"):

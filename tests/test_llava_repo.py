@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from llavac.cli import main as cli
 from llavac.llava_repo import (
-    TRAINED_LLAVA_DIR, import_llava_lora, llava_train_command, train_split_llava_repo,
+    TRAINED_LLAVA_DIR, import_llava_lora, llava_train_command, llava_world_size, train_split_llava_repo,
 )
 from llavac.model.build import LLAVA_DIR, build_llava
 from llavac.model.inputs import IGNORE_INDEX, TrainingCollator
@@ -103,6 +103,9 @@ def test_fewer_gpus_accumulate_to_the_global_batch_and_a_cpu_runs_train_py_plain
     no_flash = paper_command("python", cuda=True, flash_attention=False, world_size=1)
     assert no_flash[:5] == ["/env/bin/deepspeed", "--num_gpus", "1", "--module", "llava.train.train"]
     assert flags_of(no_flash)["gradient_accumulation_steps"] == "8"
+    # on a CPU LLaVA's code is one plain process whatever the launcher: the global batch is accumulated there
+    assert llava_world_size("deepspeed --num_gpus 2", cuda=False, local_devices=2) == 1
+    assert llava_world_size("deepspeed --num_gpus 2", cuda=True, local_devices=8) == 2
     cpu = paper_command("python", cuda=False, flash_attention=False, world_size=1)
     assert cpu[:3] == ["/env/bin/python", "-m", "llava.train.train"]
     flags = flags_of(cpu)

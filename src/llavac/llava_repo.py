@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from llavac.curves import mean_loss, write_curves
 from llavac.files import folder_written_whole
-from llavac.launcher import is_deepspeed
+from llavac.launcher import is_deepspeed, launcher_world_size
 from llavac.model.adapter_card import card_for
 from llavac.model.loading import load_base, load_inputs, save_inputs
 from llavac.params import Recipe
@@ -47,6 +47,13 @@ CHECKPOINT = re.compile(r"checkpoint-\d+")
 def flag(value: Any) -> str:
     """A value as LLaVA's `HfArgumentParser` reads it (`True`, `2e-05`, `-2`)."""
     return str(value)
+
+
+def llava_world_size(launcher: str, cuda: bool, local_devices: int) -> int:
+    """The processes LLaVA's training runs in, which its gradient accumulation is derived from: the
+    launcher's count on GPUs (`launcher_world_size`), 1 on a CPU, where `llava_train_command` starts
+    one plain process whatever the launcher says."""
+    return launcher_world_size(launcher, local_devices) if cuda else 1
 
 
 def llava_train_command(
