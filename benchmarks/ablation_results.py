@@ -1,9 +1,9 @@
 """Collect the ablations queued by benchmarks/ablations.sh into benchmarks/results/ablations-cpu.json.
 
-    python benchmarks/ablation_results.py [--rev REV] [--paired A B]... [--out JSON] [--note TEXT]
+    python benchmarks/ablation_results.py [--paired A B]... [--out JSON] [--note TEXT]
 
-Reads every finished experiment queued from REV (default HEAD; experiments stay on the commit they were
-queued from) with `dvc.api.exp_show()`, keeps its settings and its scores (accuracy with the 95 %
+Reads every finished experiment of HEAD and the 49 commits before it (experiments stay on the commit
+they were queued from) with `dvc.api.exp_show()`, keeps its settings and its scores (accuracy with the 95 %
 interval and weighted F1 of each label, invalid answers), adds `llavac compare --num 50` (with its seed
 groups) and `llavac compare --paired A B` for each pair given, writes them with the provenance block
 (benchmarks/provenance.py) and prints the Markdown table of docs/statistics.md.
@@ -66,7 +66,6 @@ def markdown(runs: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rev", default="HEAD", help="the commit the experiments were queued from")
     parser.add_argument("--paired", nargs=2, action="append", default=[], metavar=("A", "B"),
                         help="two experiments to pair (repeatable)")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -74,8 +73,8 @@ def main() -> None:
     args = parser.parse_args()
     provenance = Provenance()
     runs = []
-    rev = subprocess.run(["git", "rev-parse", args.rev], capture_output=True, text=True, check=True).stdout.strip()
-    for row in dvc.api.exp_show(revs=rev, num=50):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    for row in dvc.api.exp_show(revs=head, num=50):  # as `llavac compare --num 50` below
         if not (row.get("Experiment") or row.get("rev") == "workspace") or not finished(row):
             continue  # commits' own rows are history; the workspace holds the default's `dvc repro`
         settings = {key: (int(row[key]) if isinstance(row.get(key), float) else row.get(key)) for key in SETTINGS}
@@ -86,11 +85,10 @@ def main() -> None:
     result = {
         "what": "Ablations, each a DVC experiment run from the queue, beside the workspace's run; scores in %, mean "
                 "over splits [95 % bootstrap interval]; `minutes` are wall times, first to last queue log line.",
-        "queued_from": rev,
+        "head": head,
         "note": args.note,
         "commands": ["bash benchmarks/ablations.sh",
-                     f"python benchmarks/ablation_results.py --rev {rev} "
-                     + " ".join(f"--paired {a} {b}" for a, b in args.paired)],
+                     "python benchmarks/ablation_results.py " + " ".join(f"--paired {a} {b}" for a, b in args.paired)],
         "runs": runs,
         "compare": compare_experiments(num=50).splitlines(),  # `llavac compare --num 50`: the seed groups
         "paired": [{"a": a, "b": b, "output": compare_paired(a, b).splitlines()} for a, b in args.paired],

@@ -9,8 +9,9 @@ Runs, from the repository root with the environment activated,
 and records its wall time, the scores against the majority class (the share of the most frequent
 gold label over the same pooled test pairs, as tests/test_pipeline.py counts it), whether every
 split's adapter tensor is full-shape and finite, the model's build and recipe, and the provenance
-block (code version, machine, load). `--no-run` records the run already in the workspace instead
-(its wall time is then unknown: null, or `--wall-seconds` if it was measured elsewhere).
+block (code version, machine, load). `--no-run` records the run already in the workspace instead,
+with the model, protocol and launcher its params.yaml holds (its wall time is then unknown: null,
+or `--wall-seconds` if it was measured elsewhere).
 """
 
 from __future__ import annotations
@@ -68,13 +69,16 @@ def workspace_run(model: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/tiny-llama-zero3-cpu.json"))
-    parser.add_argument("--model", default="tiny-llama", help="a key of params.yaml's models")
-    parser.add_argument("--protocol", default="random")
-    parser.add_argument("--launcher", default="deepspeed --num_gpus 2")
-    parser.add_argument("--no-run", action="store_true", help="record the run already in the workspace")
+    parser.add_argument("--model", default="tiny-llama", help="a key of params.yaml's models (for a run)")
+    parser.add_argument("--protocol", default="random", help="for a run")
+    parser.add_argument("--launcher", default="deepspeed --num_gpus 2", help="for a run")
+    parser.add_argument("--no-run", action="store_true", help="record the run already in the workspace (its params)")
     parser.add_argument("--wall-seconds", type=float, help="with --no-run: that run's wall time, if it was measured")
     parser.add_argument("--note", help="with --no-run: where, when and from which code that run came")
     args = parser.parse_args()
+    if args.no_run:
+        params = yaml.safe_load(Path("params.yaml").read_text())
+        args.model, args.protocol, args.launcher = params["model"], params["protocol"], params["train"]["launcher"]
     command = ["dvc", "exp", "run", "-S", f"model={args.model}", "-S", f"protocol={args.protocol}",
                "-S", f"train.launcher={args.launcher}"]
     run = Provenance()

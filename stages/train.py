@@ -86,9 +86,9 @@ def main() -> None:
     for split_dir in split_folders(args.llava_dir, "format"):
         split = split_dir.name
         records = json.loads((split_dir / "train.json").read_text(encoding="utf-8"))
-        validation_records = json.loads((split_dir / "val.json").read_text(encoding="utf-8"))  # its loss is drawn
         log.info("split %s: fine-tuning %s on %d pairs with the %s backend", split, base, len(records), backend)
         if backend == "hf":
+            validation_records = json.loads((split_dir / "val.json").read_text(encoding="utf-8"))  # its loss is drawn
             result = train_split(
                 base, records, args.image_folder, args.out_dir / split, args.checkpoint_dir / split,
                 args.live_dir / split, recipe, params.seed, params.prompt.image_position, validation_records,

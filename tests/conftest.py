@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 import json
 import math
-import random
 import os
+import random
 import re
 import runpy
 import subprocess
@@ -193,4 +193,6 @@ def seed_grid(tmp_path_factory) -> Path:
     deadline = time.monotonic() + 240
     while re.search(r"Queued|Running", run(dvc, "queue", "status")) and time.monotonic() < deadline:
         time.sleep(2)
+    status = run(dvc, "queue", "status")
+    assert status.count("Success") == 3, f"the queue did not run the three experiments:\n{status}"
     return repo

@@ -205,7 +205,7 @@ def test_ablation_results_collects_the_queued_experiments_with_their_scores_and_
     assert done.returncode == 0, done.stderr[-3000:]
     results = read_result(out)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=seed_grid, capture_output=True, text=True).stdout.strip()
-    assert results["queued_from"] == head and results["paired"] == []
+    assert results["head"] == head and results["paired"] == []
     runs = {run["name"]: run for run in results["runs"]}
     assert runs["workspace"]["settings"]["seed"] == 42 and len(runs) == 4
     experiments = [run for name, run in runs.items() if name != "workspace"]

@@ -130,9 +130,9 @@ def test_the_default_pipeline_learns_on_the_sample(repo_copy: Path):
 
     # benchmarks/tiny_llama_zero3.py records this run as it records its tiny-llama one (its smoke test)
     out = repo_copy.parent / "recorded.json"
-    run([sys.executable, str(REPO / "benchmarks/tiny_llama_zero3.py"), "--no-run", "--model", "tiny", "--protocol",
-         "cheema", "--out", str(out)], repo_copy)
+    run([sys.executable, str(REPO / "benchmarks/tiny_llama_zero3.py"), "--no-run", "--out", str(out)], repo_copy)
     recorded = json.loads(out.read_text())
+    assert recorded["command"] == "dvc exp run -S model=tiny -S protocol=cheema -S 'train.launcher=python'"
     assert recorded["majority_class"] == {task: round(majority[task], 2) for task in TASKS}
     assert recorded["accuracy"] == {task: scores[task]["accuracy"] for task in TASKS}
     assert (recorded["n_splits"], recorded["n_test_pairs"], recorded["wall_seconds"]) == (10, len(gold), None)

@@ -55,6 +55,19 @@ class Records(Dataset):
         return self.records[index]
 
 
+class ValidatingTrainer(Trainer):
+    """The Trainer, with evaluation that leaves the CPU random generator as it found it.
+
+    Each evaluation draws one number from the global CPU generator (its DataLoader's seed); on a CPU
+    that generator also draws LoRA's dropout masks, so without this a run with a validation set and
+    `lora_dropout > 0` would train a different adapter than the same run without one.
+    """
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        with torch.random.fork_rng(devices=[]):
+            return super().evaluate(*args, **kwargs)
+
+
 def lora_config(r: int, alpha: int, dropout: float) -> LoraConfig:
     """LoRA on the language model's linear layers; the projector is saved and trained in full."""
     return LoraConfig(
@@ -270,7 +283,7 @@ def train_split(
 
     Checkpoints go to `checkpoint_dir`, outside the stage's DVC outputs (which DVC deletes before a
     run); they hold the projector too, as a peft `modules_to_save`. A run of the same inputs (base,
-    records, recipe, seed: the fingerprint) continues from the last complete checkpoint, so an
+    records, validation records, recipe, seed: the fingerprint) continues from the last complete checkpoint, so an
     interrupted split resumes where it stopped and a finished one restores its end; the Trainer
     restores the optimizer, scheduler, RNG and data order, so the adapter is the one an
     uninterrupted run writes. Checkpoints of any other run are deleted first.
@@ -311,7 +324,7 @@ def train_split(
         keep_trainables_in_fp32(model)
     if recipe.gradient_checkpointing:
         model.enable_input_require_grads()
-    trainer = Trainer(
+    trainer = ValidatingTrainer(
         model=model,
         args=args,
         train_dataset=Records(fitted),
