@@ -218,3 +218,34 @@ def test_ablation_results_collects_the_queued_experiments_with_their_scores_and_
         assert isinstance(run["minutes"], float) and run["minutes"] >= 0
     assert any(row.startswith("mean of 3 seeds") for row in results["compare"])
     assert f"| {experiments[0]['name']} | `seed={experiments[0]['settings']['seed']}` | 40 / 2 |" in done.stdout
+
+
+def test_text_route_sets_the_text_label_against_the_image_label_and_reads_the_attention(tmp_path):
+    """On a 4-step adapter of test_model's world: every count and share well-formed, the attention per layer and head."""
+    from test_model import RECIPE, write_world
+
+    from llavac.train import train_split
+
+    world = write_world(tmp_path / "world")
+    train_split(world["base"], world["records"], world["images"], tmp_path / "adapter", tmp_path / "ckpt", tmp_path / "live",
+                RECIPE, seed=0, image_position="front")
+    (tmp_path / "llava").mkdir()
+    for part, records in (("train", world["records"][:6]), ("test", world["records"][6:])):
+        (tmp_path / "llava" / f"{part}.json").write_text(json.dumps(records))
+    out = tmp_path / "route.json"
+    run_benchmark("text_route.py", "--adapter", tmp_path / "adapter", "--llava-dir", tmp_path / "llava", "--images",
+                  world["images"], "--train-pairs", 5, "--attention-pairs", 2, "--out", out)
+    results = read_result(out)
+    for part, pairs in (("train", 5), ("test", 2)):
+        labels = results["labels"][part]
+        assert labels["pairs"] == pairs == labels["pairs_where_labels_agree"] + labels["pairs_where_labels_differ"]
+        assert all(0 <= labels["accuracy"][task] <= 100 for task in ("text", "image", "multimodal"))
+    assert results["attention_pairs"] == 2
+    layers = {name: results["attention_of_the_last_prompt_position"][name] for name in ("base", "adapter")}
+    for name, per_layer in layers.items():
+        assert len(per_layer) == 2, name  # test_model's ARCHITECTURE: 2 language-model layers of 2 heads
+        for layer in per_layer:
+            assert all(len(layer[key]) == 2 and all(0 <= value <= 1 for value in layer[key])
+                       for key in ("share_on_sentiment_words", "share_on_image", "largest_weight"))
+    # "so sad... ??" (pair 1) is one of the two: the base, untrained, spreads some attention onto "sad"
+    assert any(share > 0 for share in layers["base"][0]["share_on_sentiment_words"])

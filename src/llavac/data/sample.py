@@ -47,7 +47,7 @@ _LABEL_MIX: tuple[tuple[str, str, int], ...] = (
 
 # A small lexicon, two sentiment words per tweet: a model of a few hundred thousand random-init
 # parameters, adapted by LoRA alone, must be able to read the text label within a CPU minute.
-_SENTIMENT_WORDS: dict[str, tuple[str, ...]] = {
+SENTIMENT_WORDS: dict[str, tuple[str, ...]] = {
     "positive": ("love", "great", "happy", "amazing", "beautiful", "awesome"),
     "negative": ("hate", "sad", "terrible", "awful", "worst", "angry"),
 }
@@ -294,7 +294,7 @@ def _tweet(label: str, rng: np.random.Generator) -> str:
             day=_pick(_DAYS, rng),
         )
     else:
-        lexicon = _SENTIMENT_WORDS[label]
+        lexicon = SENTIMENT_WORDS[label]
         body = _pick(_SENTIMENT_TEMPLATES, rng).format(w=_pick(lexicon, rng), w2=_pick(lexicon, rng), topic=topic)
         body += _pick(("", "!", "!!", " :)" if label == "positive" else " :("), rng)
     if rng.random() < 0.5:
@@ -305,7 +305,7 @@ def _tweet(label: str, rng: np.random.Generator) -> str:
         body = f"RT @{_pick(_USERS, rng)}{_between(1, 99, rng)}: {body}"
     extras = []
     if rng.random() < 0.35:
-        extras.append("#" + _pick((topic, *_SENTIMENT_WORDS.get(label, _TOPICS)), rng))
+        extras.append("#" + _pick((topic, *SENTIMENT_WORDS.get(label, _TOPICS)), rng))
     if rng.random() < 0.2:
         extras.append("?" * _between(1, 3, rng))
     if rng.random() < 0.3:
