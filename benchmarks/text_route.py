@@ -120,6 +120,7 @@ def main() -> None:
     results = {
         "adapter": str(args.adapter),
         "records": str(args.llava_dir),
+        "predict_mode": "score",  # the most probable of the 27 answers: never unparsed, so every pair counts
         "labels": agreement,
         "attention_pairs": len(looked_at),
         "attention_of_the_last_prompt_position": {

@@ -95,6 +95,20 @@ def test_mean_and_population_std_over_splits(predictions):
             assert scores["splits"][str(k)]["n_test_pairs"] == len(records)
 
 
+def test_where_text_and_image_labels_differ_each_sides_accuracy_and_copies_are_counted_by_hand(predictions):
+    pred_dir, raw = predictions
+    pooled = [record for records in raw.values() for record in records]
+    differ = [r for r in pooled if r["text_label"] != r["image_label"]]
+    assert 0 < len(differ) < len(pooled)
+    block = score_splits(load_predictions(pred_dir))["where_labels_differ"]
+    assert block["test_pairs"] == len(differ)
+    for name, predicted, gold in (("text_accuracy", "pred_text", "text_label"), ("image_accuracy", "pred_image", "image_label"),
+                                  ("text_predicted_as_image_label", "pred_text", "image_label"),
+                                  ("image_predicted_as_text_label", "pred_image", "text_label")):
+        by_hand = 100 * sum(r[predicted] == r[gold] for r in differ) / len(differ)  # None (unparsed) never equals a label
+        assert block[name] == pytest.approx(by_hand, abs=ROUNDING), name
+
+
 def test_one_split_has_zero_std(tmp_path, prediction_records, write_predictions):
     write_predictions(tmp_path, {1: prediction_records(random.Random(3), 25, 0)})
     scores = score_splits(load_predictions(tmp_path))

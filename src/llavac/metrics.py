@@ -132,6 +132,28 @@ def task_scores(gold: pd.Series, predicted: pd.Series) -> dict[str, Any]:
     }
 
 
+def where_labels_differ(splits: Mapping[int, pd.DataFrame]) -> dict[str, Any]:
+    """The test pairs whose text and image labels differ, pooled over splits: each side's accuracy there (in %)
+    and how often its prediction is the other side's gold label.
+
+    Where the two labels agree, a model can answer one side from the other (the image's colours for the
+    text label) and still be right; only here does a side's accuracy show that the model reads that side.
+    A model that copies the image's label into the text's scores ~0 and ~100 % here, however well it scores
+    overall. An unparsed answer counts as wrong and as no copy.
+    """
+    frame = pd.concat(splits.values())
+    differ = frame[frame["text_label"] != frame["image_label"]]
+    if differ.empty:
+        return {"test_pairs": 0}
+    return {
+        "test_pairs": len(differ),
+        "text_accuracy": _percent((differ["pred_text"] == differ["text_label"]).mean()),
+        "image_accuracy": _percent((differ["pred_image"] == differ["image_label"]).mean()),
+        "text_predicted_as_image_label": _percent((differ["pred_text"] == differ["image_label"]).mean()),
+        "image_predicted_as_text_label": _percent((differ["pred_image"] == differ["text_label"]).mean()),
+    }
+
+
 def _std(values: list[float]) -> float:
     """Population standard deviation (ddof=0): the spread of the splits we have, and 0 for one split."""
     return float(np.std(values, ddof=0))
@@ -143,7 +165,8 @@ def score_splits(splits: Mapping[int, pd.DataFrame]) -> dict[str, Any]:
     Per label: accuracy, weighted and macro F1 as the mean over splits (the paper's averaging) with
     `<metric>_std` (population std over splits); accuracy and weighted F1 with their 95 % bootstrap
     interval `<metric>_ci_low`, `<metric>_ci_high` (`statistics.metric_interval`); per-class precision/recall/F1 as the mean over splits with the support summed;
-    `invalid_rate` over all test pairs pooled. `splits.<k>` keeps each split's own numbers.
+    `invalid_rate` over all test pairs pooled; `where_labels_differ` (`where_labels_differ`). `splits.<k>`
+    keeps each split's own numbers.
     """
     per_split = {
         k: {t: task_scores(frame[f"{t}_label"], frame[f"pred_{t}"]) for t in TASKS} for k, frame in splits.items()
@@ -170,6 +193,7 @@ def score_splits(splits: Mapping[int, pd.DataFrame]) -> dict[str, Any]:
             for label in LABELS
         }
         scores[task] = label_metrics
+    scores["where_labels_differ"] = where_labels_differ(splits)
     scores["splits"] = {
         str(k): {
             "n_test_pairs": n_pairs[k],
