@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--attention-pairs", type=int, default=16, help="training pairs with sentiment words to look at")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/text-route-cpu.json"))
+    parser.add_argument("--note", help="which run the adapter comes from")
     args = parser.parse_args()
     run = Provenance()
     parts = {part: json.loads((args.llava_dir / f"{part}.json").read_text(encoding="utf-8")) for part in ("train", "test")}
@@ -119,6 +120,7 @@ def main() -> None:
     base = load_base(read_card(args.adapter).base_for(args.adapter), "fp32")
     results = {
         "adapter": str(args.adapter),
+        "note": args.note,
         "records": str(args.llava_dir),
         "predict_mode": "score",  # the most probable of the 27 answers: never unparsed, so every pair counts
         "labels": agreement,
