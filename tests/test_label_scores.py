@@ -105,7 +105,7 @@ def test_the_real_shaped_models_frozen_head_lets_every_answer_token_win(real_sha
     """LoRA changes neither the language-model head nor the final norm: what training moves is the last hidden
     state, which the norm scales to a fixed length. For models.tiny-llama that state must be able to make each
     answer token nearly certain among 32,064. With hidden size 64 and initializer_range 0.2 the best state still
-    lost 0.17-1.17 nats per token; the training loss stalled and the text label was not learnt (docs/deepspeed.md)."""
+    lost 0.17-1.17 nats per token and the training loss stalled (docs/deepspeed.md)."""
     model = load_base(str(real_shaped_base), "fp32")
     head = model.lm_head.weight.detach()  # (vocabulary, hidden)
     norm = model.model.language_model.norm.weight.detach()  # (hidden,)
