@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 from dataclasses import replace
@@ -33,8 +30,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_throughput import synthetic_records  # noqa: E402
+from provenance import Provenance, write_result  # noqa: E402
 
-from llavac.files import write_json  # noqa: E402
 from llavac.model.build import build_llava  # noqa: E402
 from llavac.params import Evaluation, Recipe  # noqa: E402
 from llavac.predict import generate_answers, load_classifier, parse_answer, score_labels  # noqa: E402
@@ -46,13 +43,6 @@ TINY_LLAMA = yaml.safe_load((REPO / "params.yaml").read_text())["models"]["tiny-
 PRECISIONS = ("fp32", "bf16", "fp16")
 CLOSE_CALL = 0.1
 """Two answers whose probabilities are within this of each other make a close call."""
-
-
-def git_commit() -> str:
-    """The checkout's commit, with `+dirty` when the working tree differs from it."""
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout
-    return f"{head}+dirty" if dirty.strip() else head
 
 
 def close_calls(joint: np.ndarray) -> np.ndarray:
@@ -99,9 +89,11 @@ def main() -> None:
     parser.add_argument("--records", type=Path, help="with --adapter: a LLaVA-format JSON list of the pairs to predict")
     parser.add_argument("--images", type=Path, help="with --adapter: the folder the records' image paths are relative to")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/batched-vs-single-cpu.json"))
+    parser.add_argument("--note", help="with --adapter: which run it comes from")
     args = parser.parse_args()
     if args.adapter and not (args.records and args.images):
         parser.error("--adapter needs --records and --images")
+    run = Provenance()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as scratch:
         if args.adapter:
@@ -119,16 +111,14 @@ def main() -> None:
             model = "params.yaml models.tiny-llama (LLaMA vocabulary, 336 px / patch 14), fine-tuned on the synthetic pairs"
         results = {
             "model": model,
+            "note": args.note,
             "pairs": len(records),
             "batch": args.batch,
             "close_call": f"the two most probable of the 27 answers within {CLOSE_CALL} in probability",
             **compare(records, images, adapter, args.batch),
-            "git_commit": git_commit(),
-            "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                        "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()},
-            "torch": torch.__version__,
+            "cpu_numerics": {"torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         }
-    write_json(args.out, results)
+    write_result(args.out, results, run)
     print(json.dumps(results, indent=2))
 
 
