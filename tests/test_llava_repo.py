@@ -197,8 +197,10 @@ def test_the_conversion_keeps_every_weight_and_appends_image_and_pad(world):
     assert read_llava_config(world["llava"])["mm_vision_tower"] == str(world["llava"] / "vision_tower")
 
 
-TIE = 1e-3
-"""Ten times the logits' agreement: two tokens closer than this are a tie that rounding decides."""
+TIE = 1e-2
+"""Two tokens whose logits are closer than this are a near-tie, decided by where the two implementations' arithmetic
+differs. On the prompt their logits agree within 1e-4; in full `make test` runs (never alone) a pair parted once at a
+gap of 2.8e-3 after its first generated token. A real difference parts pairs by whole logits (a corrupted id: 3.4)."""
 
 
 @pytest.fixture(scope="module")
@@ -230,10 +232,9 @@ def test_the_converted_adapter_predicts_what_llava_predicts(llava_trained, world
     # with (LLaVA's evaluation drops it when decoding); after it come the new ids, end-of-sequence included.
     bos = inputs.encoder.bos_id
     assert all(ids[0] == bos for ids in reference), reference
-    # The token ids themselves: our batched rows against LLaVA's one at a time. The two implementations' logits
-    # agree within 1e-4 (test_the_conversion_gives_llavas_logits), and a model trained 4 steps has near-ties: where a
-    # pair's answers part, our logits at that step (fed LLaVA's answer so far) must hold LLaVA's token and ours
-    # within TIE, and one pair at most may part.
+    # The token ids themselves: our batched rows against LLaVA's one at a time. A model trained 4 steps has
+    # near-ties: where a pair's answers part, our logits at that step (fed LLaVA's answer so far) must hold LLaVA's
+    # token and ours within TIE, and one pair at most may part.
     expected = [ids[1:] for ids in reference]
     parted = [k for k, (mine, theirs) in enumerate(zip(ours, expected, strict=True)) if mine != theirs]
     assert len(parted) <= 1, f"pairs {parted} differ: ours {[ours[k] for k in parted]}, LLaVA's {[expected[k] for k in parted]}"
