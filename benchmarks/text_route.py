@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,6 +30,7 @@ from provenance import Provenance, write_result  # noqa: E402
 
 from llavac.data.sample import SENTIMENT_WORDS  # noqa: E402
 from llavac.labels import TASKS  # noqa: E402
+from llavac.metrics import rounded, where_labels_differ  # noqa: E402
 from llavac.model.adapter_card import read_card  # noqa: E402
 from llavac.model.inputs import LlavaInputs, prompt_batch  # noqa: E402
 from llavac.model.loading import load_base  # noqa: E402
@@ -40,22 +42,18 @@ LEXICON = {word for words in SENTIMENT_WORDS.values() for word in words}
 
 
 def label_agreement(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy in % per task; the text label's where text and image labels agree and where they differ; and,
-    where they differ, the share of predicted text labels that are the image label."""
-    def share(selected: list[dict[str, Any]], hit: Any) -> float | None:
-        return round(100 * sum(map(hit, selected)) / len(selected), 1) if selected else None
-
-    agree = [row for row in rows if row["text_label"] == row["image_label"]]
-    differ = [row for row in rows if row["text_label"] != row["image_label"]]
-    return {
-        "pairs": len(rows),
-        "accuracy": {task: share(rows, lambda row, t=task: row[f"pred_{t}"] == row[f"{t}_label"]) for task in TASKS},
-        "text_accuracy_where_labels_agree": share(agree, lambda row: row["pred_text"] == row["text_label"]),
+    """Accuracy in % per task; the text label's where text and image labels agree; and, where they differ,
+    each side's accuracy and how often it is the other side's label (`metrics.where_labels_differ`, as the
+    score stage computes it for `metrics/scores.json`)."""
+    frame = pd.DataFrame(rows)
+    agree = frame[frame["text_label"] == frame["image_label"]]
+    return rounded({
+        "pairs": len(frame),
+        "accuracy": {task: 100 * (frame[f"pred_{task}"] == frame[f"{task}_label"]).mean() for task in TASKS},
         "pairs_where_labels_agree": len(agree),
-        "text_accuracy_where_labels_differ": share(differ, lambda row: row["pred_text"] == row["text_label"]),
-        "pairs_where_labels_differ": len(differ),
-        "text_prediction_is_the_image_label_where_they_differ": share(differ, lambda row: row["pred_text"] == row["image_label"]),
-    }
+        "text_accuracy_where_labels_agree": 100 * (agree["pred_text"] == agree["text_label"]).mean() if len(agree) else None,
+        "where_labels_differ": where_labels_differ({1: frame}),
+    }, digits=1)
 
 
 def sentiment_pieces(pieces: list[str]) -> list[bool]:

@@ -30,11 +30,12 @@ TINY = {
 }
 
 
-def run_benchmark(script: str, *args: object) -> None:
-    """`python benchmarks/<script> args...` from the repository root; fails with the script's output."""
-    done = subprocess.run([sys.executable, f"benchmarks/{script}", *map(str, args)], cwd=REPO, capture_output=True,
+def run_benchmark(script: str, *args: object, cwd: Path = REPO) -> str:
+    """`python benchmarks/<script> args...` in `cwd` (the repository root); its stdout. Fails with the script's output."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
 
 
 def read_result(path: Path) -> dict:
@@ -155,8 +156,7 @@ def test_gpu_run_dry_run_on_the_cpu(tmp_path):
 def test_batched_vs_single_at_its_smallest_scale(tmp_path, llama_sentencepiece):
     """The script runs end to end (4 pairs, one epoch) and writes every figure with its type and its provenance."""
     out = tmp_path / "batched.json"
-    subprocess.run([sys.executable, "benchmarks/batched_vs_single.py", "--pairs", "4", "--batch", "2", "--epochs", "1",
-                    "--out", str(out)], cwd=REPO, check=True, capture_output=True)
+    run_benchmark("batched_vs_single.py", "--pairs", 4, "--batch", 2, "--epochs", 1, "--out", out)
     results = read_result(out)
     assert (results["pairs"], results["batch"]) == (4, 2)
     for precision in ("fp32", "bf16", "fp16"):
@@ -199,9 +199,7 @@ def test_experiment_summary_sets_the_committed_run_against_its_majority_class(tm
 def test_ablation_results_collects_the_queued_experiments_with_their_scores_and_minutes(tmp_path, seed_grid):
     """On a repository whose three seed experiments ran from DVC's queue: one row each beside the workspace."""
     out = tmp_path / "ablations.json"
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks/ablation_results.py"), "--out", str(out)], cwd=seed_grid,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    assert done.returncode == 0, done.stderr[-3000:]
+    printed = run_benchmark("ablation_results.py", "--out", out, cwd=seed_grid)
     results = read_result(out)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=seed_grid, capture_output=True, text=True).stdout.strip()
     assert results["head"] == head and results["paired"] == []
@@ -216,7 +214,7 @@ def test_ablation_results_collects_the_queued_experiments_with_their_scores_and_
         assert (run["test_pairs"], run["splits"]) == (40, 2)
         assert isinstance(run["minutes"], float) and run["minutes"] >= 0
     assert any(row.startswith("mean of 3 seeds") for row in results["compare"])
-    assert f"| {experiments[0]['name']} | `seed={experiments[0]['settings']['seed']}` | 40 / 2 |" in done.stdout
+    assert f"| {experiments[0]['name']} | `seed={experiments[0]['settings']['seed']}` | 40 / 2 |" in printed
 
 
 def test_text_route_sets_the_text_label_against_the_image_label_and_reads_the_attention(tmp_path):
@@ -237,7 +235,7 @@ def test_text_route_sets_the_text_label_against_the_image_label_and_reads_the_at
     results = read_result(out)
     for part, pairs in (("train", 5), ("test", 2)):
         labels = results["labels"][part]
-        assert labels["pairs"] == pairs == labels["pairs_where_labels_agree"] + labels["pairs_where_labels_differ"]
+        assert labels["pairs"] == pairs == labels["pairs_where_labels_agree"] + labels["where_labels_differ"]["test_pairs"]
         assert all(0 <= labels["accuracy"][task] <= 100 for task in ("text", "image", "multimodal"))
     assert results["attention_pairs"] == 2
     layers = {name: results["attention_of_the_last_prompt_position"][name] for name in ("base", "adapter")}
