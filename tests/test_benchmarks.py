@@ -246,3 +246,31 @@ def test_text_route_sets_the_text_label_against_the_image_label_and_reads_the_at
                        for key in ("share_on_sentiment_words", "share_on_image", "largest_weight"))
     # "so sad... ??" (pair 1) is one of the two: the base, untrained, spreads some attention onto "sad"
     assert any(share > 0 for share in layers["base"][0]["share_on_sentiment_words"])
+
+
+def test_recipe_probe_trains_one_split_with_the_settings_and_scores_every_part(tmp_path):
+    """On test_model's world, with the repository's params.yaml: the overrides and fp32 reach the recipe the adapter
+    was trained with, every part is scored; an unknown recipe key names the known ones."""
+    from test_model import write_world
+
+    from llavac.model.loading import write_pointer
+
+    world = write_world(tmp_path / "world")
+    write_pointer(tmp_path / "base", world["base"], None, None)
+    (tmp_path / "llava").mkdir()
+    for part, records in (("train", world["records"][:6]), ("val", world["records"][6:7]), ("test", world["records"][6:])):
+        (tmp_path / "llava" / f"{part}.json").write_text(json.dumps(records))
+    common = ("--base-dir", tmp_path / "base", "--llava-dir", tmp_path / "llava", "--images", world["images"])
+    out = tmp_path / "probe.json"
+    run_benchmark("recipe_probe.py", *common, "--adapter-dir", tmp_path / "run", "--set", "epochs=1", "--set", "learning_rate=1e-3",
+                  "--blank-images", "--train-pairs", 5, "--out", out)
+    results = read_result(out)
+    assert results["recipe"]["epochs"] == 1 and results["recipe"]["learning_rate"] == 1e-3 and results["recipe"]["precision"] == "fp32"
+    assert results["blank_images"] is True and results["settings"] == ["epochs=1", "learning_rate=1e-3"]
+    assert {part: results["labels"][part]["pairs"] for part in ("train", "val", "test")} == {"train": 5, "val": 1, "test": 2}
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    card = json.loads((tmp_path / "run" / "adapter" / "llavac.json").read_text())
+    assert card["recipe"]["learning_rate"] == 1e-3
+    failed = subprocess.run([sys.executable, REPO / "benchmarks" / "recipe_probe.py", *map(str, common), "--adapter-dir",
+                             str(tmp_path / "bad"), "--set", "lr=1e-3"], cwd=REPO, capture_output=True, text=True)
+    assert failed.returncode == 1 and failed.stderr.strip().splitlines()[-1].startswith("error: --set 'lr=1e-3': 'lr' is not a recipe field; the fields are: lora_r")
