@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -56,7 +57,8 @@ def probe_recipe(recipe: Recipe, settings: list[str]) -> Recipe:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--adapter-dir", type=Path, required=True, help="where the adapter and its checkpoints go (overwritten)")
+    parser.add_argument("--adapter-dir", type=Path, required=True,
+                        help="where the adapter and its checkpoints go; emptied first, so the probe always trains")
     parser.add_argument("--llava-dir", type=Path, required=True, help="one split's formatted records: train.json, val.json, test.json")
     parser.add_argument("--images", type=Path, required=True, help="the folder the records' image paths are relative to")
     parser.add_argument("--base-dir", type=Path, default=Path("artifacts/base_model"), help="the base_model stage's output")
@@ -75,6 +77,9 @@ def main() -> None:
     records = {part: json.loads((args.llava_dir / f"{part}.json").read_text(encoding="utf-8")) for part in PARTS}
     if args.blank_images:
         records = {part: [{**record, "image": None} for record in rows] for part, rows in records.items()}
+    # train_split resumes a run of the same fingerprint from its last checkpoint: a finished one would be
+    # restored, not trained, and wall_seconds would time nothing.
+    shutil.rmtree(args.adapter_dir, ignore_errors=True)
     started = time.perf_counter()
     trained = train_split(read_pointer(args.base_dir), records["train"], args.images, args.adapter_dir / "adapter",
                           args.adapter_dir / "checkpoints", args.adapter_dir / "live", recipe, params.seed, params.prompt.image_position)

@@ -262,6 +262,9 @@ def test_recipe_probe_trains_one_split_with_the_settings_and_scores_every_part(t
         (tmp_path / "llava" / f"{part}.json").write_text(json.dumps(records))
     common = ("--base-dir", tmp_path / "base", "--llava-dir", tmp_path / "llava", "--images", world["images"])
     out = tmp_path / "probe.json"
+    # A previous probe's folder: emptied first, so a finished run of the same settings is trained again, not restored.
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "left-over").write_text("")
     run_benchmark("recipe_probe.py", *common, "--adapter-dir", tmp_path / "run", "--set", "epochs=1", "--set", "learning_rate=1e-3",
                   "--blank-images", "--train-pairs", 5, "--out", out)
     results = read_result(out)
@@ -269,6 +272,7 @@ def test_recipe_probe_trains_one_split_with_the_settings_and_scores_every_part(t
     assert results["blank_images"] is True and results["settings"] == ["epochs=1", "learning_rate=1e-3"]
     assert {part: results["labels"][part]["pairs"] for part in ("train", "val", "test")} == {"train": 5, "val": 1, "test": 2}
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "run" / "left-over").exists()
     card = json.loads((tmp_path / "run" / "adapter" / "llavac.json").read_text())
     assert card["recipe"]["learning_rate"] == 1e-3
     failed = subprocess.run([sys.executable, REPO / "benchmarks" / "recipe_probe.py", *map(str, common), "--adapter-dir",
