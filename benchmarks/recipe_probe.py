@@ -74,6 +74,13 @@ def main() -> None:
         recipe = probe_recipe(params.selected.recipe, args.settings)
     except ValueError as error:
         sys.exit(f"error: {error}")
+    missing = [str(args.llava_dir / f"{part}.json") for part in PARTS if not (args.llava_dir / f"{part}.json").exists()]
+    if missing:
+        sys.exit(f"error: {', '.join(missing)} missing: run `dvc repro format` (it writes artifacts/llava/<split>/)")
+    try:
+        base_model = read_pointer(args.base_dir)
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
     records = {part: json.loads((args.llava_dir / f"{part}.json").read_text(encoding="utf-8")) for part in PARTS}
     if args.blank_images:
         records = {part: [{**record, "image": None} for record in rows] for part, rows in records.items()}
@@ -81,7 +88,7 @@ def main() -> None:
     # restored, not trained, and wall_seconds would time nothing.
     shutil.rmtree(args.adapter_dir, ignore_errors=True)
     started = time.perf_counter()
-    trained = train_split(read_pointer(args.base_dir), records["train"], args.images, args.adapter_dir / "adapter",
+    trained = train_split(base_model, records["train"], args.images, args.adapter_dir / "adapter",
                           args.adapter_dir / "checkpoints", args.adapter_dir / "live", recipe, params.seed, params.prompt.image_position)
     wall_seconds = time.perf_counter() - started
     model, inputs = load_classifier(args.adapter_dir / "adapter", Evaluation("fp32", merge_lora=True))

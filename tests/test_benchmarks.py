@@ -250,7 +250,7 @@ def test_text_route_sets_the_text_label_against_the_image_label_and_reads_the_at
 
 def test_recipe_probe_trains_one_split_with_the_settings_and_scores_every_part(tmp_path):
     """On test_model's world, with the repository's params.yaml: the overrides and fp32 reach the recipe the adapter
-    was trained with, every part is scored; an unknown recipe key names the known ones."""
+    was trained with, every part is scored; an unknown recipe key names the known ones, a missing input the stage that writes it."""
     from test_model import write_world
 
     from llavac.model.loading import write_pointer
@@ -278,3 +278,7 @@ def test_recipe_probe_trains_one_split_with_the_settings_and_scores_every_part(t
     failed = subprocess.run([sys.executable, REPO / "benchmarks" / "recipe_probe.py", *map(str, common), "--adapter-dir",
                              str(tmp_path / "bad"), "--set", "lr=1e-3"], cwd=REPO, capture_output=True, text=True)
     assert failed.returncode == 1 and failed.stderr.strip().splitlines()[-1].startswith("error: --set 'lr=1e-3': 'lr' is not a recipe field; the fields are: lora_r")
+    for missing, message in ((("--llava-dir", tmp_path / "none"), "val.json, "), (("--base-dir", tmp_path / "none"), "base.json is missing: run `dvc repro base_model`")):
+        failed = subprocess.run([sys.executable, REPO / "benchmarks" / "recipe_probe.py", *map(str, common), *map(str, missing),
+                                 "--adapter-dir", str(tmp_path / "bad")], cwd=REPO, capture_output=True, text=True)
+        assert failed.returncode == 1 and failed.stderr.startswith("error: ") and message in failed.stderr, failed.stderr
