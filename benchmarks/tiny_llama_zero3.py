@@ -1,11 +1,12 @@
 """The real-shaped tiny model through the paper's launch path: 2 ranks, ZeRO-3, bf16, on a CPU.
 
-    python benchmarks/tiny_llama_zero3.py [--out benchmarks/results/tiny-llama-zero3-cpu.json]
+    python benchmarks/tiny_llama_zero3.py [--set KEY=VALUE ...] [--out benchmarks/results/tiny-llama-zero3-cpu.json]
 
 Runs, from the repository root with the environment activated,
 
     dvc exp run -S model=tiny-llama -S protocol=random -S 'train.launcher=deepspeed --num_gpus 2'
 
+(plus one `-S KEY=VALUE` per `--set`, e.g. `--set models.tiny-llama.recipe.learning_rate=2e-3`)
 and records its wall time, the scores against the majority class (the share of the most frequent
 gold label over the same pooled test pairs, as tests/test_pipeline.py counts it), whether every
 split's adapter tensor is full-shape and finite, the model's build and recipe, and the provenance
@@ -72,6 +73,8 @@ def main() -> None:
     parser.add_argument("--model", default="tiny-llama", help="a key of params.yaml's models (for a run)")
     parser.add_argument("--protocol", default="random", help="for a run")
     parser.add_argument("--launcher", default="deepspeed --num_gpus 2", help="for a run")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="for a run: one more `dvc exp run -S KEY=VALUE`")
     parser.add_argument("--no-run", action="store_true", help="record the run already in the workspace (its params)")
     parser.add_argument("--wall-seconds", type=float, help="with --no-run: that run's wall time, if it was measured")
     parser.add_argument("--note", help="with --no-run: where, when and from which code that run came")
@@ -80,7 +83,7 @@ def main() -> None:
         params = yaml.safe_load(Path("params.yaml").read_text())
         args.model, args.protocol, args.launcher = params["model"], params["protocol"], params["train"]["launcher"]
     command = ["dvc", "exp", "run", "-S", f"model={args.model}", "-S", f"protocol={args.protocol}",
-               "-S", f"train.launcher={args.launcher}"]
+               *(word for setting in args.settings for word in ("-S", setting)), "-S", f"train.launcher={args.launcher}"]
     run = Provenance()
     wall = args.wall_seconds
     if not args.no_run:
