@@ -74,14 +74,15 @@ def main() -> None:
         recipe = probe_recipe(params.selected.recipe, args.settings)
     except ValueError as error:
         sys.exit(f"error: {error}")
-    missing = [str(args.llava_dir / f"{part}.json") for part in PARTS if not (args.llava_dir / f"{part}.json").exists()]
+    files = {part: args.llava_dir / f"{part}.json" for part in PARTS}
+    missing = [str(file) for file in files.values() if not file.exists()]
     if missing:
         sys.exit(f"error: {', '.join(missing)} missing: run `dvc repro format` (it writes artifacts/llava/<split>/)")
     try:
         base_model = read_pointer(args.base_dir)
     except FileNotFoundError as error:
         sys.exit(f"error: {error}")
-    records = {part: json.loads((args.llava_dir / f"{part}.json").read_text(encoding="utf-8")) for part in PARTS}
+    records = {part: json.loads(file.read_text(encoding="utf-8")) for part, file in files.items()}
     if args.blank_images:
         records = {part: [{**record, "image": None} for record in rows] for part, rows in records.items()}
     # train_split resumes a run of the same fingerprint from its last checkpoint: a finished one would be
