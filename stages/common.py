@@ -2,8 +2,8 @@
 params, one logger each.
 
 Only stage scripts read params.yaml; the library under src/llavac/ takes typed arguments. Every
-stage script imports this module before any third-party package, so the two checks below run
-before torch (or MKL, or oneDNN) has read its environment.
+stage script imports this module before any third-party package, so the interpreter check and the
+CPU pins (`llavac.cpu_numerics`) take effect before torch (or MKL, or oneDNN) has read its environment.
 """
 
 from __future__ import annotations
@@ -12,22 +12,12 @@ import errno
 import importlib.metadata
 import logging
 import os
-import platform
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 CHECKOUT_SRC = Path(__file__).resolve().parents[1] / "src"
-
-X86_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2"}
-"""The kernels' instruction set, capped at AVX2 for PyTorch's own kernels, MKL and oneDNN.
-
-Left to themselves they pick the widest the CPU has (AVX-512 on one machine, AVX2 on the next) and
-round differently: on the reference machine, PyTorch's AVX2 kernels alone turned split 1's adapter
-into a different one. Every x86-64 CPU of the last decade has AVX2, so the cap gives one path
-everywhere. A variable the user has already set is left alone.
-"""
 
 
 def _use_this_checkout() -> None:
@@ -51,25 +41,11 @@ def _use_this_checkout() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT_SRC), os.environ.get("PYTHONPATH")]))
 
 
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-"""One CPU thread per process for PyTorch and MKL.
-
-A kernel's reductions are split by thread, so the thread count (by default the machine's core
-count) changes the rounding: on the reference machine 4 and 8 threads trained different adapters.
-One thread is the same everywhere; the tiny model's small kernels lose little, and on a GPU the CPU
-threads do no arithmetic that matters (torchrun sets the same value for each of its processes).
-"""
-
-
-def _pin_cpu_numerics() -> None:
-    """Set `ONE_THREAD`, and `X86_NUMERICS` on an x86-64 machine, each unless already set."""
-    pins = ONE_THREAD | (X86_NUMERICS if platform.machine().lower() in ("x86_64", "amd64") else {})
-    for name, value in pins.items():
-        os.environ.setdefault(name, value)
-
-
 _use_this_checkout()
-_pin_cpu_numerics()
+
+from llavac.cpu_numerics import pin_cpu_numerics  # noqa: E402  (standard library only: loads no numeric library)
+
+pin_cpu_numerics()
 
 from llavac.params import Params, ParamsError  # noqa: E402  (after the check above, on purpose)
 from llavac.params import load_params as validate_params  # noqa: E402

@@ -282,3 +282,14 @@ def test_recipe_probe_trains_one_split_with_the_settings_and_scores_every_part(t
         failed = subprocess.run([sys.executable, REPO / "benchmarks" / "recipe_probe.py", *map(str, common), *map(str, missing),
                                  "--adapter-dir", str(tmp_path / "bad")], cwd=REPO, capture_output=True, text=True)
         assert failed.returncode == 1 and failed.stderr.startswith("error: ") and message in failed.stderr, failed.stderr
+
+
+def test_mkl_branch_smallest(tmp_path):
+    out = tmp_path / "mkl.json"
+    run_benchmark("mkl_branch.py", "--rounds", "1", "--out", out)
+    results = read_result(out)
+    auto, compatible = results["branches"]["AUTO"], results["branches"]["COMPATIBLE"]
+    assert (auto["branch_in_force"], compatible["branch_in_force"]) == (2, 3)  # mkl_cbwr.h: MKL_CBWR_AUTO, _COMPATIBLE
+    assert auto["torch_threads"] == compatible["torch_threads"] == 1
+    assert set(results["compatible_over_auto_fastest"]) == set(auto["shapes"]) == set(results["shapes_rows_inner_columns"])
+    assert all(ratio > 0 for ratio in results["compatible_over_auto_fastest"].values())

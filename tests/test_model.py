@@ -407,14 +407,33 @@ def test_parser_reads_odd_answers(raw, expected):
     assert parse_answer(raw) == expected
 
 
-def test_a_cpu_run_with_other_kernels_or_threads_is_another_run(monkeypatch):
+def test_a_cpu_run_with_other_kernels_threads_or_pins_is_another_run(monkeypatch):
     from llavac.train import run_fingerprint
 
     records = [{"id": 1}]
     same = run_fingerprint("base", records, RECIPE, 0)
     assert run_fingerprint("base", records, RECIPE, 0) == same
+    monkeypatch.setenv("MKL_CBWR", "AUTO")  # what torch would read in a fresh process
+    other_branch = run_fingerprint("base", records, RECIPE, 0)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 64)
-    assert run_fingerprint("base", records, RECIPE, 0) != same
+    assert len({same, other_branch, run_fingerprint("base", records, RECIPE, 0)}) == 3
+
+
+def test_a_run_of_other_library_code_is_another_run(monkeypatch, tmp_path):
+    """DVC re-runs training when the code changes; the checkpoints of the old code's run must not be restored."""
+    import llavac.train
+    from llavac.train import run_fingerprint
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "train.py").write_text("x = 1\n")
+    (tmp_path / "data" / "mvsa.py").write_text("y = 1\n")
+    monkeypatch.setattr(llavac.train, "LIBRARY", tmp_path)
+    fingerprints = {run_fingerprint("base", [{"id": 1}], RECIPE, 0)}
+    (tmp_path / "data" / "mvsa.py").write_text("y = 2\n")
+    fingerprints.add(run_fingerprint("base", [{"id": 1}], RECIPE, 0))
+    (tmp_path / "data" / "mvsa.py").rename(tmp_path / "data" / "other.py")
+    fingerprints.add(run_fingerprint("base", [{"id": 1}], RECIPE, 0))
+    assert len(fingerprints) == 3
 
 
 def test_a_run_under_deepspeed_is_another_run(monkeypatch):

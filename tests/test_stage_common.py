@@ -1,4 +1,5 @@
-"""stages/common.py: what every stage does before its own work (interpreter check, CPU numerics)."""
+"""stages/common.py: what every stage does before its own work (interpreter check, CPU numerics from
+`llavac.cpu_numerics`)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,49 @@ from pathlib import Path
 
 import pytest
 
+from llavac.cpu_numerics import ONE_THREAD, X86_NUMERICS
+
 REPO = Path(__file__).resolve().parents[1]
 PROBE = ("import sys; sys.path.insert(0, 'stages'); import common, torch; "
          "print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())")
-PINNED = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "DNNL_MAX_CPU_ISA", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+PINNED = tuple(ONE_THREAD | X86_NUMERICS)
+MKL_BRANCH = ("import ctypes, os, sys; sys.path.insert(0, 'stages'); import common, torch; "
+              "mkl = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), 'lib', 'libtorch_cpu.so')); "
+              "print(mkl.mkl_serv_cbwr_get(1))")  # MKL_CBWR_BRANCH = 1: the branch in force (mkl_cbwr.h)
+MKL_CBWR_AUTO, MKL_CBWR_COMPATIBLE = 2, 3
+x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the instruction-set cap is x86-64's")
 
 
-@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the instruction-set cap is x86-64's")
+def probe(code: str, **env: str) -> str:
+    """What `code` prints in a fresh interpreter, with none of the pins inherited from this one."""
+    clean = {k: v for k, v in os.environ.items() if k not in PINNED}
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean | env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+@x86_only
 def test_a_stage_runs_torch_on_one_thread_and_the_avx2_kernels_unless_told_otherwise():
-    env = {k: v for k, v in os.environ.items() if k not in PINNED}
-    pinned = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    assert pinned.stdout.split() == ["AVX2", "1"]
-    chosen = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env | {"ATEN_CPU_CAPABILITY": "default"},
-                            capture_output=True, text=True, check=True)
-    assert chosen.stdout.split()[0] == "DEFAULT"
+    assert probe(PROBE).split() == ["AVX2", "1"]
+    assert probe(PROBE, ATEN_CPU_CAPABILITY="default").split()[0] == "DEFAULT"
+
+
+@x86_only
+def test_a_stage_runs_mkl_on_the_branch_every_x86_cpu_shares():
+    assert int(probe(MKL_BRANCH)) == MKL_CBWR_COMPATIBLE
+    # What the pin replaced: an ISA branch is honoured on Intel CPUs only; elsewhere MKL runs AUTO.
+    vendor_branch = int(probe(MKL_BRANCH, MKL_CBWR="AVX2"))
+    assert vendor_branch in ((10,) if "GenuineIntel" in Path("/proc/cpuinfo").read_text() else (MKL_CBWR_AUTO,))
+
+
+@x86_only
+def test_a_stage_switches_off_numpys_simd_groups_above_avx2_by_their_real_names():
+    import numpy
+
+    disabled = probe("import sys; sys.path.insert(0, 'stages'); import common, os; print(os.environ['NPY_DISABLE_CPU_FEATURES'])")
+    assert set(disabled.split()) <= set(numpy._core._multiarray_umath.__cpu_dispatch__)  # a misspelt group is ignored silently
+    features = "import sys; sys.path.insert(0, 'stages'); import common, numpy; print(numpy._core._multiarray_umath.__cpu_features__[{!r}])"
+    assert all(probe(features.format(group)) == "False" for group in disabled.split())
+    assert probe(features.format("X86_V3"), NPY_DISABLE_CPU_FEATURES="X86_V3") == "False"  # numpy reads the variable
 
 
 def test_a_stage_runs_its_own_checkouts_library_whatever_the_environment_points_at(tmp_path):

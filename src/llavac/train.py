@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from transformers import LlavaForConditionalGeneration, Trainer, TrainingArguments, set_seed
 from transformers.trainer import TRAINER_STATE_NAME as TRAINER_STATE
 
+from llavac.cpu_numerics import cpu_numerics_in_force
 from llavac.curves import mean_loss, write_curves
 from llavac.data.mvsa import is_synthetic
 from llavac.files import publish_folder, staging_folder
@@ -34,6 +35,8 @@ from llavac.model.inputs import IGNORE_INDEX, TrainingCollator, fit_records
 from llavac.model.loading import load_base, load_inputs, save_inputs, torch_dtype
 from llavac.params import Recipe
 
+LIBRARY = Path(__file__).resolve().parent
+"""This package's folder: its modules are the training code a checkpoint belongs to (`run_fingerprint`)."""
 LANGUAGE_LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """The language model's linear layers: LLaVA's `find_all_linear_names` minus projector, tower and lm_head."""
 LANGUAGE_MODEL_LINEAR = rf".*language_model.*\.({'|'.join(LANGUAGE_LINEAR_NAMES)})"
@@ -222,16 +225,22 @@ def run_fingerprint(
     """A hash of everything that defines a split's training run, so a resume never mixes two runs
     (the validation records too: their losses are part of the run's history).
 
-    On a CPU the kernels' instruction set and the thread count change the rounding, so they are part
-    of the run; on a GPU the CPU does no arithmetic that matters. So is the launch: a DeepSpeed
-    checkpoint (optimizer state sharded per rank) resumes only under DeepSpeed with as many ranks.
+    So is the library's code (every module of this package): DVC re-runs training when it changes,
+    and the run must not restore the end of one the old code trained. On a CPU the kernels'
+    instruction set, the thread count and the other pins of `llavac.cpu_numerics` change the
+    rounding, so they are part of the run; on a GPU the CPU does no arithmetic that matters. So is
+    the launch: a DeepSpeed checkpoint (optimizer state sharded per rank) resumes only under
+    DeepSpeed with as many ranks.
     """
+    code = hashlib.sha256()
+    for module in sorted(LIBRARY.rglob("*.py")):
+        code.update(module.relative_to(LIBRARY).as_posix().encode() + b"\0" + module.read_bytes() + b"\0")
     facts: dict[str, Any] = {"base": base, "records": records, "recipe": asdict(recipe), "seed": seed,
-                             "validation_records": validation_records}
+                             "validation_records": validation_records, "code": code.hexdigest()}
     if launched_by_deepspeed():
         facts["deepspeed_ranks"] = int(os.environ["WORLD_SIZE"])
     if not torch.cuda.is_available():
-        facts["cpu"] = [torch.backends.cpu.get_cpu_capability(), torch.get_num_threads()]
+        facts["cpu"] = [torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), cpu_numerics_in_force()]
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
