@@ -109,7 +109,11 @@ def main() -> None:
     parser.add_argument("--note", help="which run the adapter comes from")
     args = parser.parse_args()
     run = Provenance()
-    parts = {part: json.loads((args.llava_dir / f"{part}.json").read_text(encoding="utf-8")) for part in ("train", "test")}
+    files = {part: args.llava_dir / f"{part}.json" for part in ("train", "test")}
+    missing = [str(file) for file in files.values() if not file.exists()]
+    if missing:
+        sys.exit(f"error: {', '.join(missing)} missing: run `dvc repro format` (it writes artifacts/llava/<split>/)")
+    parts = {part: json.loads(file.read_text(encoding="utf-8")) for part, file in files.items()}
     parts["train"] = parts["train"][: args.train_pairs]
     model, inputs = load_classifier(args.adapter, Evaluation("fp32", merge_lora=True))
     agreement = {part: label_agreement(predict_records(model, inputs, records, args.images, args.batch, 16, "score"))

@@ -246,6 +246,11 @@ def test_text_route_sets_the_text_label_against_the_image_label_and_reads_the_at
                        for key in ("share_on_sentiment_words", "share_on_image", "largest_weight"))
     # "so sad... ??" (pair 1) is one of the two: the base, untrained, spreads some attention onto "sad"
     assert any(share > 0 for share in layers["base"][0]["share_on_sentiment_words"])
+    (tmp_path / "llava" / "test.json").unlink()
+    failed = subprocess.run([sys.executable, REPO / "benchmarks" / "text_route.py", "--adapter", str(tmp_path / "adapter"),
+                             "--llava-dir", str(tmp_path / "llava"), "--images", str(world["images"]), "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert failed.returncode == 1 and failed.stderr.startswith("error: ") and "test.json missing: run `dvc repro format`" in failed.stderr
 
 
 def test_recipe_probe_trains_one_split_with_the_settings_and_scores_every_part(tmp_path):

@@ -59,7 +59,7 @@ REMEDY = (
     "The pipeline as shipped no longer reproduces the committed results. If the change that caused it is meant to "
     "change them (code, params or a dependency version that alters the numbers), run `dvc repro` and commit dvc.lock "
     "and metrics/ with the change. If not, it broke determinism: the same code and params must give the same bytes "
-    "on any x86-64 machine (see the CPU pins in stages/common.py); find the first stage listed below."
+    "on any x86-64 machine (see the CPU pins in src/llavac/cpu_numerics.py); find the first stage listed below."
 )
 
 

@@ -23,7 +23,7 @@ last decade has. MKL takes an ISA branch only on Intel CPUs: on any other it sil
 (Intel's CNR guide; measured on an AMD EPYC, `mkl_serv_cbwr_get` reports branch 2, AUTO, under
 `MKL_CBWR=AVX2`), and an AVX2 and an AVX-512 EPYC then wrote different label probabilities. So MKL
 runs `COMPATIBLE`, the one branch Intel gives for every x86 CPU, Intel or not (SSE2; its matrix
-products are 1.3-3x slower, `docs/design.md`). A variable the user has already set is left alone.
+products are 2-4x slower, `docs/design.md`). A variable the user has already set is left alone.
 """
 
 
