@@ -24,9 +24,13 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import torch
-import yaml
+from llavac.cpu_numerics import pin_cpu_numerics
+
+pin_cpu_numerics()  # the stages' CPU numerics, before torch and numpy load (they read them once)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_throughput import synthetic_records  # noqa: E402

@@ -33,8 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
+from llavac.cpu_numerics import pin_cpu_numerics
+
+pin_cpu_numerics()  # the stages' CPU numerics, before torch and numpy load (they read them once)
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_throughput import prefill_only  # noqa: E402

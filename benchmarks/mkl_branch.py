@@ -2,18 +2,19 @@
 
     python benchmarks/mkl_branch.py [--rounds 20] [--out benchmarks/results/mkl-branch-cpu.json]
 
-The stages run MKL with `MKL_CBWR=COMPATIBLE` (`stages/common.py`: on a non-Intel CPU an ISA branch
-such as `AVX2` is ignored and MKL runs `AUTO`, whose kernels differ from one CPU to the next). Each
-branch runs in a fresh interpreter (MKL reads the variable once) under the stages' other pins (one
-thread, AVX2 elsewhere), and times `torch.matmul` at the shapes the two CPU models of params.yaml
-multiply: a linear layer and the MLP of `models.tiny` over its training batch of 16 prompts of 134
-positions, the same of `models.tiny-llama` over its 8 prompts of ~700 positions per rank, and its
-32,064-row language-model head at the last position of 32 prompts. After one untimed product,
-`--rounds` products are timed; the fastest and the median are reported in milliseconds. Each child
-also reports the branch MKL says is in force (`mkl_serv_cbwr_get`: 2 is AUTO, 3 COMPATIBLE;
-`mkl_cbwr.h`) and a checksum of every product, so the JSON shows whether the branch changed the
-rounding here. The code version, the machine, its load and the versions are in the JSON's
-`provenance` block (`benchmarks/provenance.py`).
+The stages run MKL with `MKL_CBWR=COMPATIBLE` (`llavac.cpu_numerics`: on a non-Intel CPU an ISA
+branch such as `AVX2` is ignored and MKL runs `AUTO`, whose kernels differ from one CPU to the
+next). Each branch runs in a fresh interpreter (MKL reads the variable once) under the stages' other
+pins (one thread, AVX2 elsewhere), and times float32 `torch.matmul` at the shapes the two CPU
+models of params.yaml multiply: a linear layer and the MLP of `models.tiny` over its training
+batch of 16 prompts of 134 positions; the same of `models.tiny-llama` over 8 prompts of ~700
+positions (its fp32 runs: one-process training, `benchmarks/recipe_probe.py`; under DeepSpeed it
+trains in bf16, which this does not time); and its 32,064-row language-model head at the last
+position of a prediction batch of 32. After one untimed product, `--rounds` products are timed; the
+fastest and the median are reported in milliseconds. Each child also reports the branch MKL says is
+in force (`llavac.cpu_numerics.mkl_branch`: 2 is AUTO, 3 COMPATIBLE) and a checksum of every
+product, so the JSON shows whether the branch changed the rounding here. The code version, the
+machine, its load and the versions are in the JSON's `provenance` block (`benchmarks/provenance.py`).
 """
 
 from __future__ import annotations
@@ -46,12 +47,12 @@ SHAPES = {
 
 def time_products(rounds: int) -> dict[str, Any]:
     """In this process: the MKL branch in force, and per shape the fastest/median ms and a checksum."""
-    import ctypes
     import time
 
     import torch
 
-    mkl = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+    from llavac.cpu_numerics import mkl_branch
+
     generator = torch.Generator().manual_seed(0)
     shapes = {}
     for name, (rows, inner, columns) in SHAPES.items():
@@ -65,7 +66,7 @@ def time_products(rounds: int) -> dict[str, Any]:
             times.append((time.perf_counter() - start) * 1e3)
         shapes[name] = {"ms_fastest": min(times), "ms_median": statistics.median(times),
                         "checksum": float(product.double().abs().sum())}
-    return {"branch_in_force": mkl.mkl_serv_cbwr_get(1), "torch_threads": torch.get_num_threads(), "shapes": shapes}
+    return {"branch_in_force": mkl_branch(), "torch_threads": torch.get_num_threads(), "shapes": shapes}
 
 
 def main() -> None:
@@ -82,7 +83,9 @@ def main() -> None:
     branches = {}
     for branch in BRANCHES:
         done = subprocess.run([sys.executable, __file__, "--child", "--rounds", str(args.rounds)], capture_output=True,
-                              text=True, check=True, env=os.environ | {"MKL_CBWR": branch})
+                              text=True, env=os.environ | {"MKL_CBWR": branch})
+        if done.returncode:
+            sys.exit(f"error: the {branch} child failed:\n{done.stderr[-3000:]}")
         branches[branch] = json.loads(done.stdout)
         print(branch, {name: round(s["ms_fastest"], 3) for name, s in branches[branch]["shapes"].items()})
     auto, compatible = (branches[b]["shapes"] for b in BRANCHES)

@@ -24,7 +24,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pydantic import TypeAdapter, ValidationError
+from llavac.cpu_numerics import pin_cpu_numerics
+
+pin_cpu_numerics()  # the stages' CPU numerics, before torch and numpy load (they read them once)
+
+from pydantic import TypeAdapter, ValidationError  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import Provenance, write_result  # noqa: E402

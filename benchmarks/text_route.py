@@ -22,8 +22,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import torch
+from llavac.cpu_numerics import pin_cpu_numerics
+
+pin_cpu_numerics()  # the stages' CPU numerics, before torch and numpy load (they read them once)
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import Provenance, write_result  # noqa: E402

@@ -41,11 +41,18 @@ def _use_this_checkout() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT_SRC), os.environ.get("PYTHONPATH")]))
 
 
+def _pin_cpu_numerics() -> None:
+    """Pin the CPU numerics (`llavac.cpu_numerics`, standard library only: it loads no numeric library),
+    and say in one line each where the user's own setting of a pinned variable wins."""
+    from llavac.cpu_numerics import pin_cpu_numerics
+
+    for name, (theirs, pin) in pin_cpu_numerics().items():
+        print(f"note: {name}={theirs} is set, so this stage does not use the pin {name}={pin} (llavac.cpu_numerics): "
+              "its numbers may differ from the committed ones", file=sys.stderr)
+
+
 _use_this_checkout()
-
-from llavac.cpu_numerics import pin_cpu_numerics  # noqa: E402  (standard library only: loads no numeric library)
-
-pin_cpu_numerics()
+_pin_cpu_numerics()
 
 from llavac.params import Params, ParamsError  # noqa: E402  (after the check above, on purpose)
 from llavac.params import load_params as validate_params  # noqa: E402

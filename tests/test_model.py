@@ -411,9 +411,10 @@ def test_a_cpu_run_with_other_kernels_threads_or_pins_is_another_run(monkeypatch
     from llavac.train import run_fingerprint
 
     records = [{"id": 1}]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU facts count on a CPU only
     same = run_fingerprint("base", records, RECIPE, 0)
     assert run_fingerprint("base", records, RECIPE, 0) == same
-    monkeypatch.setenv("MKL_CBWR", "AUTO")  # what torch would read in a fresh process
+    monkeypatch.setenv("MKL_CBWR", "a-branch-no-pin-sets")  # what torch would read in a fresh process
     other_branch = run_fingerprint("base", records, RECIPE, 0)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 64)
     assert len({same, other_branch, run_fingerprint("base", records, RECIPE, 0)}) == 3
@@ -434,6 +435,19 @@ def test_a_run_of_other_library_code_is_another_run(monkeypatch, tmp_path):
     (tmp_path / "data" / "mvsa.py").rename(tmp_path / "data" / "other.py")
     fingerprints.add(run_fingerprint("base", [{"id": 1}], RECIPE, 0))
     assert len(fingerprints) == 3
+
+
+def test_a_run_on_a_rebuilt_base_is_another_run(tmp_path):
+    """The base's path stays artifacts/base_model/llava-hf when params.yaml's build changes; its files do not."""
+    from llavac.train import run_fingerprint
+
+    base = tmp_path / "llava-hf"
+    base.mkdir()
+    (base / "model.safetensors").write_bytes(b"weights")
+    before = run_fingerprint(str(base), [{"id": 1}], RECIPE, 0)
+    assert run_fingerprint(str(base), [{"id": 1}], RECIPE, 0) == before
+    (base / "model.safetensors").write_bytes(b"other weights")
+    assert run_fingerprint(str(base), [{"id": 1}], RECIPE, 0) != before
 
 
 def test_a_run_under_deepspeed_is_another_run(monkeypatch):

@@ -11,17 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from llavac.cpu_numerics import ONE_THREAD, X86_NUMERICS
+from llavac.cpu_numerics import MKL_CBWR_AUTO, MKL_CBWR_AVX2, MKL_CBWR_COMPATIBLE, ONE_THREAD, X86_NUMERICS, is_x86_64
 
 REPO = Path(__file__).resolve().parents[1]
-PROBE = ("import sys; sys.path.insert(0, 'stages'); import common, torch; "
-         "print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())")
 PINNED = tuple(ONE_THREAD | X86_NUMERICS)
-MKL_BRANCH = ("import ctypes, os, sys; sys.path.insert(0, 'stages'); import common, torch; "
-              "mkl = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), 'lib', 'libtorch_cpu.so')); "
-              "print(mkl.mkl_serv_cbwr_get(1))")  # MKL_CBWR_BRANCH = 1: the branch in force (mkl_cbwr.h)
-MKL_CBWR_AUTO, MKL_CBWR_COMPATIBLE = 2, 3
-x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the instruction-set cap is x86-64's")
+PINNED_PROBE = "import sys; sys.path.insert(0, 'stages'); import common; "
+"""The start of a probe: what a stage does first."""
+PROBE = PINNED_PROBE + "import torch; print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())"
+x86_linux = pytest.mark.skipif(not is_x86_64() or platform.system() != "Linux",
+                               reason="the instruction-set pins are x86-64's; the CPU's vendor is read from /proc/cpuinfo")
 
 
 def probe(code: str, **env: str) -> str:
@@ -31,29 +29,47 @@ def probe(code: str, **env: str) -> str:
                           check=True).stdout.strip()
 
 
-@x86_only
+@x86_linux
 def test_a_stage_runs_torch_on_one_thread_and_the_avx2_kernels_unless_told_otherwise():
     assert probe(PROBE).split() == ["AVX2", "1"]
     assert probe(PROBE, ATEN_CPU_CAPABILITY="default").split()[0] == "DEFAULT"
 
 
-@x86_only
+@x86_linux
 def test_a_stage_runs_mkl_on_the_branch_every_x86_cpu_shares():
-    assert int(probe(MKL_BRANCH)) == MKL_CBWR_COMPATIBLE
+    mkl = PINNED_PROBE + "from llavac.cpu_numerics import mkl_branch; print(mkl_branch())"
+    assert int(probe(mkl)) == MKL_CBWR_COMPATIBLE
     # What the pin replaced: an ISA branch is honoured on Intel CPUs only; elsewhere MKL runs AUTO.
-    vendor_branch = int(probe(MKL_BRANCH, MKL_CBWR="AVX2"))
-    assert vendor_branch in ((10,) if "GenuineIntel" in Path("/proc/cpuinfo").read_text() else (MKL_CBWR_AUTO,))
+    intel = "GenuineIntel" in Path("/proc/cpuinfo").read_text()
+    assert int(probe(mkl, MKL_CBWR="AVX2")) == (MKL_CBWR_AVX2 if intel else MKL_CBWR_AUTO)
 
 
-@x86_only
+@x86_linux
+def test_a_stage_runs_numpys_openblas_on_its_avx2_kernels_and_one_thread():
+    blas = PINNED_PROBE + ("import numpy, threadpoolctl; "
+                           "print([(i['architecture'], i['num_threads']) for i in threadpoolctl.threadpool_info() "
+                           "if i['internal_api'] == 'openblas'])")
+    assert probe(blas) == "[('Haswell', 1)]"
+
+
+@x86_linux
 def test_a_stage_switches_off_numpys_simd_groups_above_avx2_by_their_real_names():
     import numpy
 
-    disabled = probe("import sys; sys.path.insert(0, 'stages'); import common, os; print(os.environ['NPY_DISABLE_CPU_FEATURES'])")
-    assert set(disabled.split()) <= set(numpy._core._multiarray_umath.__cpu_dispatch__)  # a misspelt group is ignored silently
-    features = "import sys; sys.path.insert(0, 'stages'); import common, numpy; print(numpy._core._multiarray_umath.__cpu_features__[{!r}])"
-    assert all(probe(features.format(group)) == "False" for group in disabled.split())
+    disabled = X86_NUMERICS["NPY_DISABLE_CPU_FEATURES"].split()
+    assert set(disabled) <= set(numpy._core._multiarray_umath.__cpu_dispatch__)  # a misspelt group is ignored silently
+    features = PINNED_PROBE + "import numpy; print(numpy._core._multiarray_umath.__cpu_features__[{!r}])"
+    assert all(probe(features.format(group)) == "False" for group in disabled)
     assert probe(features.format("X86_V3"), NPY_DISABLE_CPU_FEATURES="X86_V3") == "False"  # numpy reads the variable
+
+
+def test_a_stage_says_when_the_users_own_setting_of_a_pin_wins():
+    done = subprocess.run([sys.executable, "-c", PINNED_PROBE + "import os; print(os.environ['OMP_NUM_THREADS'])"], cwd=REPO,
+                          env={k: v for k, v in os.environ.items() if k not in PINNED} | {"OMP_NUM_THREADS": "4"},
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "4"
+    assert done.stderr.strip() == ("note: OMP_NUM_THREADS=4 is set, so this stage does not use the pin OMP_NUM_THREADS=1 "
+                                   "(llavac.cpu_numerics): its numbers may differ from the committed ones")
 
 
 def test_a_stage_runs_its_own_checkouts_library_whatever_the_environment_points_at(tmp_path):

@@ -17,15 +17,16 @@ X86_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "DNNL_MAX_CPU_ISA": "AVX2", "MKL_
 
 Left to themselves the libraries pick the widest kernels the CPU has (AVX-512 on one machine, AVX2
 on the next) and round differently: on the reference machine, PyTorch's AVX2 kernels alone turned
-split 1's adapter into a different one. PyTorch's own kernels, oneDNN, numpy's SIMD loops and its
-OpenBLAS are capped at AVX2 (numpy's groups above AVX2 switched off), which every x86-64 CPU of the
-last decade has. MKL takes an ISA branch only on Intel CPUs: on any other it silently runs `AUTO`
-(Intel's CNR guide; measured on an AMD EPYC, `mkl_serv_cbwr_get` reports branch 2, AUTO, under
+split 1's adapter into a different one. So PyTorch's own kernels and oneDNN are capped at AVX2,
+numpy's SIMD groups above AVX2 are switched off (the group names are those of the numpy that
+pyproject.toml pins; LLaVA's own environment, numpy 1.26, knows other names and ignores these with
+an ImportWarning Python hides) and OpenBLAS runs its Haswell (AVX2) kernels: every x86-64 CPU of the
+last decade has AVX2. MKL takes an ISA branch only on Intel CPUs: on any other it silently runs
+`AUTO` (Intel's CNR guide; measured on an AMD EPYC, `mkl_branch()` is 2, AUTO, under
 `MKL_CBWR=AVX2`), and an AVX2 and an AVX-512 EPYC then wrote different label probabilities. So MKL
-runs `COMPATIBLE`, the one branch Intel gives for every x86 CPU, Intel or not (SSE2; its matrix
-products are 2-4x slower, `docs/design.md`). A variable the user has already set is left alone.
+runs `COMPATIBLE`, the one branch Intel gives for every x86 CPU, Intel or not (SSE2; its float32
+products are 2-4x slower, `docs/design.md`).
 """
-
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 """One CPU thread per process for PyTorch, MKL and numpy's OpenBLAS.
@@ -36,14 +37,47 @@ One thread is the same everywhere; the tiny model's small kernels lose little, a
 threads do no arithmetic that matters (torchrun sets the same value for each of its processes).
 """
 
+MKL_CBWR_BRANCH, MKL_CBWR_AUTO, MKL_CBWR_COMPATIBLE, MKL_CBWR_AVX2 = 1, 2, 3, 10
+"""`mkl_cbwr.h`'s constants: the query for the branch in force, and three of the branches."""
 
-def pin_cpu_numerics() -> None:
-    """Set `ONE_THREAD`, and `X86_NUMERICS` on an x86-64 machine, each unless already set."""
-    pins = ONE_THREAD | (X86_NUMERICS if platform.machine().lower() in ("x86_64", "amd64") else {})
+
+def is_x86_64() -> bool:
+    """Whether this machine is x86-64, where `X86_NUMERICS` applies."""
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def pin_cpu_numerics() -> dict[str, tuple[str, str]]:
+    """Set `ONE_THREAD`, and `X86_NUMERICS` on an x86-64 machine, each unless already set.
+
+    A variable the user has set is left alone (a deliberate choice wins), and returned as
+    `{name: (their value, the pin)}` when it differs from the pin, so the caller can say that the
+    run's numbers may then differ from the committed ones.
+    """
+    pins = ONE_THREAD | (X86_NUMERICS if is_x86_64() else {})
     for name, value in pins.items():
         os.environ.setdefault(name, value)
+    return {name: (os.environ[name], value) for name, value in pins.items() if os.environ[name] != value}
 
 
-def cpu_numerics_in_force() -> dict[str, str | None]:
-    """The value (None if unset) of every variable `pin_cpu_numerics` sets, as this process sees it."""
+def cpu_numerics_environment() -> dict[str, str | None]:
+    """The value (None if unset) of every variable `pin_cpu_numerics` sets, as this process sees it.
+
+    These are requests: what the libraries do with them is theirs (`mkl_branch` reads MKL's answer).
+    """
     return {name: os.environ.get(name) for name in ONE_THREAD | X86_NUMERICS}
+
+
+def mkl_branch() -> int:
+    """The CNR branch MKL runs in this process (`MKL_CBWR_*`), asked of the MKL inside torch's CPU library.
+
+    Imports torch (call it after `pin_cpu_numerics`). `mkl_serv_cbwr_get` is MKL's internal name for
+    `mkl_cbwr_get`, the one torch 2.13's `libtorch_cpu.so` exports; AttributeError on a build
+    without MKL (not x86-64).
+    """
+    import ctypes
+    from pathlib import Path
+
+    import torch
+
+    library = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+    return int(library.mkl_serv_cbwr_get(MKL_CBWR_BRANCH))

@@ -9,6 +9,7 @@ started the run (on GPUs, or on a CPU with DeepSpeed's CPU accelerator and gloo)
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from torch.utils.data import Dataset
 from transformers import LlavaForConditionalGeneration, Trainer, TrainingArguments, set_seed
 from transformers.trainer import TRAINER_STATE_NAME as TRAINER_STATE
 
-from llavac.cpu_numerics import cpu_numerics_in_force
+from llavac.cpu_numerics import cpu_numerics_environment
 from llavac.curves import mean_loss, write_curves
 from llavac.data.mvsa import is_synthetic
 from llavac.files import publish_folder, staging_folder
@@ -36,7 +37,9 @@ from llavac.model.loading import load_base, load_inputs, save_inputs, torch_dtyp
 from llavac.params import Recipe
 
 LIBRARY = Path(__file__).resolve().parent
-"""This package's folder: its modules are the training code a checkpoint belongs to (`run_fingerprint`)."""
+"""This package's folder: a checkpoint belongs to the code of all its modules (`run_fingerprint`)."""
+TRAINING_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "deepspeed")
+"""The libraries whose version a checkpoint belongs to (`run_fingerprint`)."""
 LANGUAGE_LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """The language model's linear layers: LLaVA's `find_all_linear_names` minus projector, tower and lm_head."""
 LANGUAGE_MODEL_LINEAR = rf".*language_model.*\.({'|'.join(LANGUAGE_LINEAR_NAMES)})"
@@ -222,30 +225,38 @@ def training_arguments(recipe: Recipe, out_dir: Path, seed: int, use_deepspeed: 
 def run_fingerprint(
     base: str, records: list[dict[str, Any]], recipe: Recipe, seed: int, validation_records: list[dict[str, Any]] | None = None
 ) -> str:
-    """A hash of everything that defines a split's training run, so a resume never mixes two runs
-    (the validation records too: their losses are part of the run's history).
+    """A hash of everything that defines a split's training run, so a resume never mixes two runs.
 
-    So is the library's code (every module of this package): DVC re-runs training when it changes,
-    and the run must not restore the end of one the old code trained. On a CPU the kernels'
-    instruction set, the thread count and the other pins of `llavac.cpu_numerics` change the
-    rounding, so they are part of the run; on a GPU the CPU does no arithmetic that matters. So is
-    the launch: a DeepSpeed checkpoint (optimizer state sharded per rank) resumes only under
-    DeepSpeed with as many ranks.
+    The inputs: the base model (its path, and every file's name, size and modification time, so a
+    rebuilt base is another run even at the same path), the records and validation records (their
+    losses are part of the run's history), the recipe and the seed. The code: every module of this
+    package, and the versions of the libraries that train (`TRAINING_LIBRARIES`). An edit anywhere in
+    the library while a run is interrupted therefore restarts it: safer than restoring the end of a
+    run that other code trained, which DVC (re-running the stage because its code changed) would
+    then publish. On a CPU the kernels' instruction set, the thread count and the variables of
+    `llavac.cpu_numerics` change the rounding, so they are part of the run; on a GPU the CPU does no
+    arithmetic that matters. So is the launch: a DeepSpeed checkpoint (optimizer state sharded per
+    rank) resumes only under DeepSpeed with as many ranks.
     """
     code = hashlib.sha256()
     for module in sorted(LIBRARY.rglob("*.py")):
         code.update(module.relative_to(LIBRARY).as_posix().encode() + b"\0" + module.read_bytes() + b"\0")
-    facts: dict[str, Any] = {"base": base, "records": records, "recipe": asdict(recipe), "seed": seed,
-                             "validation_records": validation_records, "code": code.hexdigest()}
+    base_files = ([(file.relative_to(base).as_posix(), file.stat().st_size, file.stat().st_mtime_ns)
+                   for file in sorted(Path(base).rglob("*")) if file.is_file()] if Path(base).is_dir() else None)
+    facts: dict[str, Any] = {
+        "base": base, "base_files": base_files, "records": records, "validation_records": validation_records,
+        "recipe": asdict(recipe), "seed": seed, "code": code.hexdigest(),
+        "versions": {name: importlib.metadata.version(name) for name in TRAINING_LIBRARIES},
+    }
     if launched_by_deepspeed():
         facts["deepspeed_ranks"] = int(os.environ["WORLD_SIZE"])
     if not torch.cuda.is_available():
-        facts["cpu"] = [torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), cpu_numerics_in_force()]
+        facts["cpu"] = [torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(), cpu_numerics_environment()]
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
 def discard_foreign_checkpoints(checkpoint_dir: Path, fingerprint: str) -> None:
-    """Delete checkpoints left by a different run (other data, recipe, base or seed), then stamp the folder.
+    """Delete checkpoints left by a different run (`run_fingerprint`), then stamp the folder.
 
     The checkpoints live outside DVC's outputs, so nothing else would notice that they are stale.
     """
@@ -291,8 +302,8 @@ def train_split(
     of every epoch, on the same answer tokens as the training loss, and drawn beside it.
 
     Checkpoints go to `checkpoint_dir`, outside the stage's DVC outputs (which DVC deletes before a
-    run); they hold the projector too, as a peft `modules_to_save`. A run of the same inputs (base,
-    records, validation records, recipe, seed: the fingerprint) continues from the last complete checkpoint, so an
+    run); they hold the projector too, as a peft `modules_to_save`. A run of the same inputs, code
+    and CPU numerics (`run_fingerprint`) continues from the last complete checkpoint, so an
     interrupted split resumes where it stopped and a finished one restores its end; the Trainer
     restores the optimizer, scheduler, RNG and data order, so the adapter is the one an
     uninterrupted run writes. Checkpoints of any other run are deleted first.
