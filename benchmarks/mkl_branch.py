@@ -28,8 +28,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
-import common  # noqa: E402,F401  (the stages' CPU pins, set before torch is imported; MKL_CBWR is set per child)
+from llavac.cpu_numerics import pin_cpu_numerics
+
+pin_cpu_numerics()  # the stages' CPU pins, inherited by each child, whose MKL_CBWR is set per branch
+
 from provenance import Provenance, write_result  # noqa: E402
 
 BRANCHES = ("AUTO", "COMPATIBLE")

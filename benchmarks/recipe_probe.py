@@ -32,7 +32,7 @@ from pydantic import TypeAdapter, ValidationError  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import Provenance, write_result  # noqa: E402
-from text_route import label_agreement  # noqa: E402
+from text_route import label_agreement, read_split_records  # noqa: E402
 
 from llavac.model.loading import read_pointer  # noqa: E402
 from llavac.params import Evaluation, Recipe, load_params  # noqa: E402
@@ -78,15 +78,11 @@ def main() -> None:
         recipe = probe_recipe(params.selected.recipe, args.settings)
     except ValueError as error:
         sys.exit(f"error: {error}")
-    files = {part: args.llava_dir / f"{part}.json" for part in PARTS}
-    missing = [str(file) for file in files.values() if not file.exists()]
-    if missing:
-        sys.exit(f"error: {', '.join(missing)} missing: run `dvc repro format` (it writes artifacts/llava/<split>/)")
+    records = read_split_records(args.llava_dir, PARTS)
     try:
         base_model = read_pointer(args.base_dir)
     except FileNotFoundError as error:
         sys.exit(f"error: {error}")
-    records = {part: json.loads(file.read_text(encoding="utf-8")) for part, file in files.items()}
     if args.blank_images:
         records = {part: [{**record, "image": None} for record in rows] for part, rows in records.items()}
     # train_split resumes a run of the same fingerprint from its last checkpoint: a finished one would be

@@ -45,6 +45,16 @@ LEXICON = {word for words in SENTIMENT_WORDS.values() for word in words}
 """The sample's sentiment words: a tweet's text label is positive or negative exactly when it has them."""
 
 
+def read_split_records(llava_dir: Path, parts: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
+    """`{part: records}` of `llava_dir/<part>.json` (the format stage's output); a missing file ends the
+    script in one line naming the stage that writes it."""
+    files = {part: llava_dir / f"{part}.json" for part in parts}
+    missing = [str(file) for file in files.values() if not file.exists()]
+    if missing:
+        sys.exit(f"error: {', '.join(missing)} missing: run `dvc repro format` (it writes artifacts/llava/<split>/)")
+    return {part: json.loads(file.read_text(encoding="utf-8")) for part, file in files.items()}
+
+
 def label_agreement(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Accuracy in % per task; the text label's where text and image labels agree; and, where they differ,
     each side's accuracy and how often it is the other side's label (`metrics.where_labels_differ`, as the
@@ -113,11 +123,7 @@ def main() -> None:
     parser.add_argument("--note", help="which run the adapter comes from")
     args = parser.parse_args()
     run = Provenance()
-    files = {part: args.llava_dir / f"{part}.json" for part in ("train", "test")}
-    missing = [str(file) for file in files.values() if not file.exists()]
-    if missing:
-        sys.exit(f"error: {', '.join(missing)} missing: run `dvc repro format` (it writes artifacts/llava/<split>/)")
-    parts = {part: json.loads(file.read_text(encoding="utf-8")) for part, file in files.items()}
+    parts = read_split_records(args.llava_dir, ("train", "test"))
     parts["train"] = parts["train"][: args.train_pairs]
     model, inputs = load_classifier(args.adapter, Evaluation("fp32", merge_lora=True))
     agreement = {part: label_agreement(predict_records(model, inputs, records, args.images, args.batch, 16, "score"))

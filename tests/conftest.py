@@ -18,8 +18,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # The suite runs under the CPU numerics the stages pin (one thread, one kernel path: llavac.cpu_numerics,
-# set by stages/common.py) before anything imports torch, so that a test comparing a model run in this process with one run in
-# a subprocess (LLaVA's side, a stage) sees the same kernels whatever order the tests run in.
+# set by stages/common.py) before anything imports torch, so that a test comparing a model run in this
+# process with one run in a subprocess (LLaVA's side, a stage) sees the same kernels whatever order the
+# tests run in.
 sys.path.insert(0, str(REPO / "stages"))
 import common  # noqa: E402,F401
 sys.path.remove(str(REPO / "stages"))

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from llavac.cpu_numerics import is_x86_64
+from llavac.cpu_numerics import MKL_CBWR_AUTO, MKL_CBWR_COMPATIBLE, is_x86_64
 from llavac.model.build import build_llava
 from llavac.prompt import llava_record
 
@@ -296,7 +296,7 @@ def test_mkl_branch_smallest(tmp_path):
     run_benchmark("mkl_branch.py", "--rounds", "1", "--out", out)
     results = read_result(out)
     auto, compatible = results["branches"]["AUTO"], results["branches"]["COMPATIBLE"]
-    assert (auto["branch_in_force"], compatible["branch_in_force"]) == (2, 3)  # mkl_cbwr.h: MKL_CBWR_AUTO, _COMPATIBLE
+    assert (auto["branch_in_force"], compatible["branch_in_force"]) == (MKL_CBWR_AUTO, MKL_CBWR_COMPATIBLE)
     assert auto["torch_threads"] == compatible["torch_threads"] == 1
     assert set(results["compatible_over_auto_fastest"]) == set(auto["shapes"]) == set(results["shapes_rows_inner_columns"])
     assert all(results["compatible_over_auto_fastest"][name] == compatible["shapes"][name]["ms_fastest"] / auto["shapes"][name]["ms_fastest"]

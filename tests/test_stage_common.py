@@ -22,11 +22,15 @@ x86_linux = pytest.mark.skipif(not is_x86_64() or platform.system() != "Linux",
                                reason="the instruction-set pins are x86-64's; the CPU's vendor is read from /proc/cpuinfo")
 
 
-def probe(code: str, **env: str) -> str:
-    """What `code` prints in a fresh interpreter, with none of the pins inherited from this one."""
+def run_probe(code: str, **env: str) -> subprocess.CompletedProcess:
+    """`code` run in a fresh interpreter, with none of the pins inherited from this one (plus `env`)."""
     clean = {k: v for k, v in os.environ.items() if k not in PINNED}
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean | env, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean | env, capture_output=True, text=True, check=True)
+
+
+def probe(code: str, **env: str) -> str:
+    """What `run_probe(code, **env)` prints."""
+    return run_probe(code, **env).stdout.strip()
 
 
 @x86_linux
@@ -64,9 +68,7 @@ def test_a_stage_switches_off_numpys_simd_groups_above_avx2_by_their_real_names(
 
 
 def test_a_stage_says_when_the_users_own_setting_of_a_pin_wins():
-    done = subprocess.run([sys.executable, "-c", PINNED_PROBE + "import os; print(os.environ['OMP_NUM_THREADS'])"], cwd=REPO,
-                          env={k: v for k, v in os.environ.items() if k not in PINNED} | {"OMP_NUM_THREADS": "4"},
-                          capture_output=True, text=True, check=True)
+    done = run_probe(PINNED_PROBE + "import os; print(os.environ['OMP_NUM_THREADS'])", OMP_NUM_THREADS="4")
     assert done.stdout.strip() == "4"
     assert done.stderr.strip() == ("note: OMP_NUM_THREADS=4 is set, so this stage does not use the pin OMP_NUM_THREADS=1 "
                                    "(llavac.cpu_numerics): its numbers may differ from the committed ones")
