@@ -178,7 +178,7 @@ def paper_path(base_dir: Path, sample: Path, work: Path, launcher: str, deadline
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     llava_dir, images = sample / "llava", sample / "MVSA_Single"
     stage = [sys.executable, str(REPO / "stages" / "train.py"), str(base_dir), str(llava_dir), str(images), "adapters",
-             "checkpoints", "dvclive"]
+             "checkpoints", "dvclive", "machine.json"]
     checkpoints = work / "checkpoints" / SPLIT
     recipe = params["models"][PAPER_MODEL]["recipe"]
     n_train = len(json.loads((llava_dir / SPLIT / "train.json").read_text()))

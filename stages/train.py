@@ -28,7 +28,9 @@ from llavac.llava_repo import (
     TRAINED_LLAVA_DIR, ensure_llava_env, has_flash_attention, llava_train_command, llava_world_size, train_split_llava_repo,
 )
 from llavac.model.loading import read_pointer
+from llavac.cpu_numerics import numerics_class
 from llavac.curves import plot_training_loss
+from llavac.files import write_json
 from llavac.split_folders import split_folders
 from llavac.train import train_split, untrained_adapter
 
@@ -48,6 +50,7 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path, help="adapters: <K>/")
     parser.add_argument("checkpoint_dir", type=Path, help="resumable checkpoints and LLaVA's raw output: <K>/ (not a DVC output)")
     parser.add_argument("live_dir", type=Path, help="DVCLive training curves: <K>/")
+    parser.add_argument("machine_record", type=Path, help="the class of machine that trained (llavac.cpu_numerics.numerics_class)")
     args, _ = parser.parse_known_args()  # the deepspeed launcher appends --local_rank=N
     log = stage_logger("train")
     params = load_params()
@@ -56,6 +59,7 @@ def main() -> None:
     base = read_pointer(args.base_dir)
     if params.train.method == "none":
         args.live_dir.mkdir(parents=True, exist_ok=True)  # a DVC output even when there are no curves
+        write_json(args.machine_record, numerics_class())
         for split_dir in split_folders(args.llava_dir, "format"):
             untrained_adapter(base, args.out_dir / split_dir.name, params.prompt.image_position, recipe.precision)
             log.info("split %s: train.method=none, nothing trained: %s stands for %s as it is",
@@ -109,6 +113,7 @@ def main() -> None:
         torch.cuda.empty_cache()
     if int(os.environ.get("RANK", "0")) == 0:
         plot_training_loss(histories, args.live_dir / "training_loss.png")
+        write_json(args.machine_record, numerics_class())
 
 
 if __name__ == "__main__":

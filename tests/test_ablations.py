@@ -82,15 +82,16 @@ def test_train_stage_with_method_none_writes_untrained_adapters(world, tmp_path,
     for split in ("1", "2"):
         (tmp_path / "llava" / split).mkdir(parents=True)
         (tmp_path / "llava" / split / "train.json").write_text(json.dumps(world["records"]["both"]))
-    assert run_stage(tmp_path, "train.py", "base", "llava", world["images"], "adapters", "ckpt", "live") is None
+    assert run_stage(tmp_path, "train.py", "base", "llava", world["images"], "adapters", "ckpt", "live", "machine.json") is None
     for split in ("1", "2"):
         assert read_card(tmp_path / "adapters" / split).method == "none"
     assert (tmp_path / "live").is_dir() and not (tmp_path / "ckpt").exists()
+    assert json.loads((tmp_path / "machine.json").read_text())["pins"]["OMP_NUM_THREADS"] == "1"
 
 
 def test_llava_repo_backend_refuses_text_only(tmp_path, run_stage):
     write_params(tmp_path, train__backend="llava-repo", prompt__modalities="text")
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "base.json").write_text(json.dumps({"name_or_path": "b", "llava_model": "m", "vision_tower": "v"}))
-    message = run_stage(tmp_path, "train.py", "base", "llava", "raw", "adapters", "ckpt", "live")
+    message = run_stage(tmp_path, "train.py", "base", "llava", "raw", "adapters", "ckpt", "live", "machine.json")
     assert "cannot train prompt.modalities=text" in message and "train.backend=hf" in message

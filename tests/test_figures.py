@@ -55,9 +55,17 @@ def figures_in(markdown: Path, text: str) -> list[Figure]:
     ]
 
 
-def value_at(file: Path, keys: str) -> Any:
-    """The value at the dotted key path `keys` of a JSON or YAML file; KeyError naming the missing step."""
-    text = file.read_text(encoding="utf-8")
+def committed_text(file: Path) -> str:
+    """`file` as the checked-out commit holds it (`git show HEAD:...`): a local `dvc repro` or benchmark rewrites the
+    working tree's copy, and a figure must agree with what a clone gets."""
+    return subprocess.run(["git", "show", f"HEAD:{file.relative_to(REPO).as_posix()}"], cwd=REPO, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def value_at(file: Path, keys: str, text: str | None = None) -> Any:
+    """The value at the dotted key path `keys` of a JSON or YAML file (of `text`, its content, when given);
+    KeyError naming the missing step."""
+    text = file.read_text(encoding="utf-8") if text is None else text
     node = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     for key in keys.split("."):
         if isinstance(node, list) and key.isdigit() and int(key) < len(node):
@@ -82,7 +90,7 @@ def problems(figure: Figure, committed: set[Path]) -> str | None:
     if figure.file not in committed:
         return f"{figure}: {figure.file.relative_to(REPO)} is not a file committed in git; name a committed results file"
     try:
-        value = value_at(figure.file, figure.keys)
+        value = value_at(figure.file, figure.keys, committed_text(figure.file))
     except KeyError as missing:
         return f"{figure}: {missing.args[0]}; fix the key path"
     if not agrees(figure.shown, value):
@@ -115,7 +123,8 @@ def test_key_paths_walk_dicts_and_lists(tmp_path):
 def test_every_figure_of_the_readme_and_docs_agrees_with_its_file():
     committed = {
         (REPO / name).resolve()
-        for name in subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+        for name in subprocess.run(["git", "ls-tree", "-r", "--name-only", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                   check=True).stdout.split()
     }
     figures = [f for page in documentation() for f in figures_in(page, page.read_text(encoding="utf-8"))]
     assert len(figures) >= 20, "docs/figures.md's figures are no longer written as links to their files"

@@ -326,5 +326,5 @@ def test_the_train_stage_refuses_what_llava_repo_cannot_train(tmp_path, change, 
     write_pointer(tmp_path / "base", block.get("pretrained", "base/llava-hf"), block.get("pretrained_llava", "base/llava"),
                   block.get("vision_tower", "base/llava/vision_tower"))
     result = subprocess.run([sys.executable, str(REPO / "stages" / "train.py"), "base", "llava", "images", "adapters",
-                             "checkpoints", "dvclive"], cwd=tmp_path, capture_output=True, text=True)
+                             "checkpoints", "dvclive", "machine.json"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr

@@ -128,12 +128,20 @@ def test_a_damaged_utf16_tweet_keeps_its_readable_part_and_says_so() -> None:
         b"great\x00game",
         b"great \x1b[31mgame",  # ESC
         b"great \x7f game",  # DEL
-        "great \u0085 game".encode("utf-8"),  # a C1 control
+        b"great \x01\x02 game",
     ],
 )
-def test_control_characters_never_pass_as_tweet_text(raw: bytes) -> None:
+def test_ascii_control_characters_never_pass_as_tweet_text(raw: bytes) -> None:
     text, _ = mvsa.decode_text(raw)
     assert mvsa.text_drop_reason(text) == mvsa.UNDECODABLE_TEXT
+
+
+@pytest.mark.parametrize("raw", [b"\x81\x30\x81\x30", b"\x81\x30\x81\x35", b"\x81\x30\x84\x31", "\u0085".encode("utf-8")])
+def test_a_c1_control_from_a_valid_sequence_is_tweet_text(raw: bytes) -> None:
+    """GB18030's four-byte U+0080, U+0085 and U+009F (what MVSA's crawl stored for some emoji), and UTF-8's NEL."""
+    text, note = mvsa.decode_text(b"great " + raw + b" game")
+    assert mvsa.text_drop_reason(text) is None
+    assert 0x80 <= ord(text[6]) <= 0x9F and text == f"great {text[6]} game"
 
 
 def test_tabs_and_line_breaks_inside_a_tweet_are_text() -> None:

@@ -185,3 +185,23 @@ def test_a_folder_named_with_glob_and_shell_characters_is_read_as_itself(tmp_pat
     metrics = preprocess(spark, literal, tmp_path / "pairs.parquet")
     assert metrics["valid_pairs"] == 2
     assert pd.read_parquet(tmp_path / "pairs.parquet")["id"].tolist() == [7, 8]
+
+
+def test_a_tweet_whose_gb18030_decodes_to_c1_controls_is_kept_as_decoded(tmp_path: Path, spark, write_mvsa, jpeg,
+                                                                         llama_sentencepiece) -> None:
+    """The real data's case (4,511 pairs need it): four-byte GB18030 sequences for U+0080, U+0085 and U+009F
+    in GBK text are kept, with the text as decoded, and LLaVA's real vocabulary reads them
+    (U+0080 as its own piece, the others as their UTF-8 bytes)."""
+    import sentencepiece
+
+    c1 = b"\x81\x30\x81\x30" + b"\x81\x30\x81\x35" + b"\x81\x30\x84\x31"
+    tweets = {4: "开心 happy day ".encode("gbk") + c1, 5: "great \x00g\x00a\x00m\x00e".encode("utf-8")}
+    write_mvsa(tmp_path / "raw", [f"{i}\tpositive,positive" for i in tweets],
+               {**{f"{i}.txt": text for i, text in tweets.items()}, **{f"{i}.jpg": jpeg(20, 30) for i in tweets}})
+    metrics = preprocess(spark, tmp_path / "raw", tmp_path / "pairs.parquet")
+    pairs = pd.read_parquet(tmp_path / "pairs.parquet")
+    assert pairs["id"].tolist() == [4] and metrics["dropped"][mvsa.UNDECODABLE_TEXT] == 1
+    assert pairs.loc[0, "text"] == "开心 happy day \u0080\u0085\u009f"
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(llama_sentencepiece))
+    pieces = sp.encode(pairs.loc[0, "text"], out_type=str)
+    assert pieces[-6:] == ["▁", "\x80", "<0xC2>", "<0x85>", "<0xC2>", "<0x9F>"], pieces  # U+0080 has a piece of its own

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+from pathlib import Path
 
 X86_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "DNNL_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE",
                 "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Haswell"}
@@ -75,9 +77,63 @@ def mkl_branch() -> int:
     without MKL (not x86-64).
     """
     import ctypes
-    from pathlib import Path
 
     import torch
 
     library = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
     return int(library.mkl_serv_cbwr_get(MKL_CBWR_BRANCH))
+
+
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_tile")
+"""The instruction-set flags of `/proc/cpuinfo` a numeric library may branch on despite the pins."""
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's `key: value` lines of `/proc/cpuinfo` ({} where there is none)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0].splitlines()
+    except OSError:
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def _cache_sizes() -> dict[str, str]:
+    """CPU 0's cache sizes by level and type (`{"L1d": "48K", "L2": "2048K", ...}`), from sysfs."""
+    sizes = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / name).read_text().strip() for name in ("level", "type", "size"))
+        except OSError:
+            continue
+        sizes[f"L{level}" + {"Data": "d", "Instruction": "i"}.get(kind, "")] = size
+    return sizes
+
+
+def numerics_class() -> dict[str, object]:
+    """What decides the rounding of a CPU training run in this process: two runs whose classes are equal
+    give the same bytes; two whose classes differ may not.
+
+    The CPU (vendor, model, the instruction-set flags a library may still branch on, the cache sizes
+    oneDNN sizes its blocks by), the pins as this process sees them, the branch MKL runs, the thread
+    count, and the versions of torch, MKL and oneDNN (from `torch.__config__.show()`). Imports torch
+    (call it after `pin_cpu_numerics`). Written next to the adapters by the train stage
+    (`reports/machine.json`), so a clone knows on what class of machine its `dvc.lock` was made.
+    """
+    import torch
+
+    cpu = _cpuinfo()
+    build = torch.__config__.show()
+    version_of = {name: re.search(pattern, build) for name, pattern in
+                  (("mkl", r"Math Kernel Library Version ([\d.]+)"), ("onednn", r"MKL-DNN (v[\w.]+)"))}
+    return {
+        "machine": platform.machine(),
+        "cpu_vendor": cpu.get("vendor_id"),
+        "cpu_model": cpu.get("model name"),
+        "cpu_features": [flag for flag in CPU_FEATURES if flag in cpu.get("flags", "").split()],
+        "cache": _cache_sizes(),
+        "pins": cpu_numerics_environment(),
+        "mkl_branch": mkl_branch() if is_x86_64() else None,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        **{name: match[1] if match else None for name, match in version_of.items()},
+    }

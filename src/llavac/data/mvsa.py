@@ -16,7 +16,6 @@ import codecs
 import hashlib
 import io
 import re
-import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
@@ -85,8 +84,14 @@ BYTE_ORDER_MARKS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 """A file that starts with one of these says its encoding; each codec consumes its BOM."""
-ALLOWED_CONTROLS = frozenset("\t\n\r")
-"""The only control characters (Unicode category Cc) a tweet may hold: a tweet can span lines."""
+ASCII_CONTROLS = frozenset(map(chr, [*range(0x20), 0x7F])) - frozenset("\t\n\r")
+"""The control characters a tweet never holds: ASCII's (C0 and DEL) but tab and the line breaks (a tweet can
+span lines). In GB18030 and in UTF-8 a byte below 0x80 is always that ASCII character, so one of these in the
+decoded text was that very byte in the file: UTF-16 without a byte order mark puts a NUL beside every ASCII
+letter. The C1 controls (U+0080-U+009F) are not refused: they decode from valid four-byte GB18030 sequences
+(``81 30 81 30`` is U+0080, ``81 30 84 31`` U+009F) that MVSA's crawl stored for emoji and symbols it could not
+map, real tweets hold them, and LLaVA keeps the text as decoded (LLaMA's vocabulary has a piece for U+0080,
+id 30751, and reads the others as their UTF-8 bytes, ``<0xC2><0x85>``)."""
 
 _ID = re.compile(r"\d+")
 _ANNOTATION = re.compile(r"([^,\s]+),([^,\s]+)")
@@ -225,9 +230,10 @@ def text_drop_reason(text: str) -> str | None:
 
     Replaced bytes alone do not drop a tweet (its readable words still carry the sentiment); a
     tweet with nothing but replacement characters and whitespace carries none and is dropped as
-    ``undecodable_text``. So is one holding a control character other than tab and line breaks
-    (NUL, ESC, ...): no tweet holds one, so its bytes were in an encoding we could not identify
-    (UTF-16 without a byte order mark), and what was decoded is not the tweet.
+    ``undecodable_text``. So is one holding an ASCII control character other than tab and line
+    breaks (NUL, ESC, DEL, ``ASCII_CONTROLS``): no tweet holds one, so its bytes were in an encoding
+    we could not identify (UTF-16 without a byte order mark), and what was decoded is not the tweet.
+    A C1 control (U+0080-U+009F, from a valid GB18030 sequence) is kept, as LLaVA keeps it.
     """
     if not text:
         return EMPTY_TEXT
@@ -239,8 +245,8 @@ def text_drop_reason(text: str) -> str | None:
 
 
 def has_control_characters(text: str) -> bool:
-    """Whether ``text`` holds a control character (Unicode category Cc) other than ``ALLOWED_CONTROLS``."""
-    return any(unicodedata.category(char) == "Cc" and char not in ALLOWED_CONTROLS for char in text)
+    """Whether ``text`` holds one of ``ASCII_CONTROLS`` (NUL, ESC, DEL, ...; not tab or a line break)."""
+    return not ASCII_CONTROLS.isdisjoint(text)
 
 
 def inspect_image(raw: bytes) -> ImageInfo | str:
