@@ -24,6 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "stages"))
 import common  # noqa: E402,F401
 sys.path.remove(str(REPO / "stages"))
+from llavac.cpu_numerics import route_cpu_convolutions_through_aten  # noqa: E402
+
+route_cpu_convolutions_through_aten()  # as `load_base` does, for the models a test builds or loads itself
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402

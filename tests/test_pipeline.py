@@ -61,7 +61,7 @@ PRE_TRAINING_STAGES = ("sample", "preprocess", "split", "base_model", "format")
 """The stages before `train`: integer and byte work (and a seeded random init) that gives the same bytes on
 any machine; measured equal on an AMD EPYC (AVX2) and an Intel Xeon (AVX-512)."""
 
-HEADLINE_TOLERANCE = {"text": 20.0, "image": 3.0, "multimodal": 5.0}
+HEADLINE_TOLERANCE = {"text": 25.0, "image": 3.0, "multimodal": 5.0}
 """How far, in points, a run on a machine of another class than the lock's may put each label's mean accuracy
 and weighted F1 from the committed ones. Training on another CPU rounds one float32 operation apart within a
 few steps and from there it is another run of the recipe, as another seed is: this covers the spread of the

@@ -109,13 +109,29 @@ def _cache_sizes() -> dict[str, str]:
     return sizes
 
 
+def route_cpu_convolutions_through_aten() -> None:
+    """Turn PyTorch's oneDNN (`mkldnn`) kernels off, so a CPU convolution (CLIP's patch embedding) runs ATen's
+    own: an unfolding and an MKL product, under MKL's `COMPATIBLE` branch like every other product.
+
+    oneDNN picks its convolution kernel and blocking by the CPU it finds, and no variable pins that
+    choice: on an Intel Xeon, capping oneDNN at SSE4.1 instead of AVX2 changed the patch embedding's
+    output and, from there, 1,852 of the 2,742 operations of two training steps; with oneDNN off the
+    same change moved none (`benchmarks/numerics_trace.py`, docs/design.md). Imports torch; the
+    flag is per process, and only CPU tensors read it. `load_base` calls it, so every process that
+    runs a model through the library (train, predict, classify) has it.
+    """
+    import torch
+
+    torch.backends.mkldnn.enabled = False
+
+
 def numerics_class() -> dict[str, object]:
     """What decides the rounding of a CPU training run in this process: two runs whose classes are equal
     give the same bytes; two whose classes differ may not.
 
-    The CPU (vendor, model, the instruction-set flags a library may still branch on, the cache sizes
-    oneDNN sizes its blocks by), the pins as this process sees them, the branch MKL runs, the thread
-    count, and the versions of torch, MKL and oneDNN (from `torch.__config__.show()`). Imports torch
+    The CPU (vendor, model, the instruction-set flags a library may still branch on, its cache sizes),
+    the pins as this process sees them, the branch MKL runs, whether oneDNN is on, the thread count,
+    and the versions of torch, MKL and oneDNN (from `torch.__config__.show()`). Imports torch
     (call it after `pin_cpu_numerics`). Written next to the adapters by the train stage
     (`reports/machine.json`), so a clone knows on what class of machine its `dvc.lock` was made.
     """
@@ -133,6 +149,7 @@ def numerics_class() -> dict[str, object]:
         "cache": _cache_sizes(),
         "pins": cpu_numerics_environment(),
         "mkl_branch": mkl_branch() if is_x86_64() else None,
+        "onednn_enabled": torch.backends.mkldnn.enabled,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         **{name: match[1] if match else None for name, match in version_of.items()},

@@ -17,6 +17,7 @@ from transformers import (
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 from transformers.utils import cached_file
 
+from llavac.cpu_numerics import route_cpu_convolutions_through_aten
 from llavac.files import write_json
 from llavac.model.inputs import LlavaInputs
 from llavac.model.tokens import SENTENCEPIECE_FILE, SentencePieceEncoder
@@ -61,7 +62,9 @@ def torch_dtype(precision: str) -> torch.dtype:
 
 
 def load_base(name_or_path: str, precision: str) -> LlavaForConditionalGeneration:
-    """Load a llava-hf model from a hub id or a directory."""
+    """Load a llava-hf model from a hub id or a directory, CPU convolutions through ATen
+    (`llavac.cpu_numerics.route_cpu_convolutions_through_aten`)."""
+    route_cpu_convolutions_through_aten()
     try:
         return LlavaForConditionalGeneration.from_pretrained(name_or_path, dtype=torch_dtype(precision))
     except OSError as error:
