@@ -105,18 +105,18 @@ def trace_training(split: str, steps: int, onednn: bool, attention: str | None) 
     return {"rows": trace.rows, "losses": losses}
 
 
-def first_differences(mine: list[list[Any]], theirs: list[list[Any]], shown: int) -> list[str]:
-    """Lines naming the first `shown` operations whose outputs differ, then how many differ in all.
+def first_differences(mine: list[list[Any]], theirs: list[list[Any]], shown: int) -> tuple[list[str], int | None]:
+    """Lines naming the first `shown` operations whose outputs differ, then how many differ in all; and that count.
 
     A different operation at the same index means the two runs did not run the same code or inputs:
-    the comparison stops there and says so.
+    the comparison stops there and says so (the count is then None).
     """
     lines, differing = [], 0
     for index, (row, other) in enumerate(zip(mine, theirs)):
         if row[1] != other[1] or row[2] != other[2]:
             lines.append(f"op {index} (step {row[0]}): {row[1]} {row[2]} here, {other[1]} {other[2]} there: "
                          "the runs are not the same code and inputs; nothing after this is comparable")
-            return lines
+            return lines, None
         if row[3] != other[3]:
             differing += 1
             if differing <= shown:
@@ -125,7 +125,7 @@ def first_differences(mine: list[list[Any]], theirs: list[list[Any]], shown: int
         lines.append(f"the traces have {len(mine)} and {len(theirs)} operations")
     lines.append(f"{differing} of {min(len(mine), len(theirs))} operations differ" if differing else
                  f"all {min(len(mine), len(theirs))} operations identical")
-    return lines
+    return lines, differing
 
 
 def main() -> None:
@@ -137,22 +137,28 @@ def main() -> None:
     parser.add_argument("--show", type=int, default=5, help="how many differing operations to name")
     parser.add_argument("--onednn", action="store_true", help="turn oneDNN back on (the stages turn it off)")
     parser.add_argument("--attention", choices=("eager", "sdpa"), help="the attention implementation (default: the model's)")
+    parser.add_argument("--summary", action="store_true", help="leave the operations out of --out (keep the comparison)")
     args = parser.parse_args()
     for needed, stage in (("artifacts/base_model", "base_model"), (f"artifacts/llava/{args.split}/train.json", "format")):
         if not Path(needed).exists():
             sys.exit(f"error: {needed} is missing: run `dvc repro {stage}` in this checkout first")
     run = Provenance()
     traced = trace_training(args.split, args.steps, args.onednn, args.attention)
-    rows = traced.pop("rows")
-    settings = {"split": args.split, "steps": args.steps, "onednn": args.onednn, "attention": args.attention}
-    write_result(args.out, {"what": __doc__.splitlines()[0], "settings": settings, "machine_class": numerics_class(),
-                            "losses": traced["losses"], "n_operations": len(rows), "operations": rows}, run)
-    print(f"{len(rows)} operations over {args.steps} step(s), losses {traced['losses']} -> {args.out}")
+    rows = traced["rows"]
+    print(f"{len(rows)} operations over {args.steps} step(s), losses {traced['losses']}")
+    comparison = None
     if args.compare:
         other = json.loads(args.compare.read_text())
-        print(f"against {args.compare} ({other['machine_class'].get('cpu_model')}, losses {other['losses']}):")
-        print("\n".join(first_differences(rows, other["operations"], args.show)))
-
+        findings, differing = first_differences(rows, other["operations"], args.show)
+        comparison = {"file": str(args.compare), "cpu_model": other["machine_class"].get("cpu_model"),
+                      "losses": other["losses"], "findings": findings, "differing_operations": differing}
+        print(f"against {args.compare} ({comparison['cpu_model']}, losses {other['losses']}):")
+        print("\n".join(comparison["findings"]))
+    settings = {"split": args.split, "steps": args.steps, "onednn": args.onednn, "attention": args.attention}
+    write_result(args.out, {"what": __doc__.splitlines()[0], "settings": settings, "machine_class": numerics_class(),
+                            "losses": traced["losses"], "n_operations": len(rows), "compared_with": comparison,
+                            "operations": None if args.summary else rows}, run)
+    print(f"-> {args.out}")
 
 if __name__ == "__main__":
     main()
