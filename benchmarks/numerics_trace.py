@@ -92,7 +92,7 @@ def trace_training(split: str, steps: int, onednn: bool, attention: str | None) 
     trace, losses = OperationTrace(), []
     batch_size = recipe.per_device_batch_size
     for step in range(steps):
-        batch = collate(fitted[step * batch_size:(step + 1) * batch_size])
+        batch = collate([fitted[(step * batch_size + row) % len(fitted)] for row in range(batch_size)])  # wraps round
         labels = batch.pop("labels")  # as the Trainer does with a `compute_loss_func`
         trace.step = step
         with trace:

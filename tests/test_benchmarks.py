@@ -301,3 +301,37 @@ def test_mkl_branch_smallest(tmp_path):
     assert set(results["compatible_over_auto_fastest"]) == set(auto["shapes"]) == set(results["shapes_rows_inner_columns"])
     assert all(results["compatible_over_auto_fastest"][name] == compatible["shapes"][name]["ms_fastest"] / auto["shapes"][name]["ms_fastest"]
                for name in auto["shapes"])
+
+
+def test_numerics_trace_repeats_itself_and_names_the_first_operation_a_kernel_choice_moves(tmp_path):
+    """On test_model's world: two traces of the same run are identical; with oneDNN back on, capping its ISA at
+    SSE4.1 moves the patch embedding's convolution (an operation of step 0) and the count says how many followed."""
+    from test_model import write_world
+
+    from helpers import write_params
+    from llavac.model.loading import write_pointer
+
+    world = write_world(tmp_path / "world")
+    write_params(tmp_path, data__raw_dir=str(world["images"]))
+    write_pointer(tmp_path / "artifacts/base_model", world["base"], None, None)
+    (tmp_path / "artifacts/llava/1").mkdir(parents=True)
+    (tmp_path / "artifacts/llava/1/train.json").write_text(json.dumps(world["records"]))
+    first, again = tmp_path / "first.json", tmp_path / "again.json"
+    run_benchmark("numerics_trace.py", "--out", first, cwd=tmp_path)
+    run_benchmark("numerics_trace.py", "--out", again, "--compare", first, "--summary", cwd=tmp_path)
+    traced, compared = read_result(first), read_result(again)
+    assert traced["n_operations"] == compared["n_operations"] > 100 and compared["operations"] is None
+    assert compared["compared_with"]["differing_operations"] == 0 and traced["losses"] == compared["losses"]
+    assert traced["machine_class"]["onednn_enabled"] is False
+    assert any(name == "aten.convolution.default" for _, name, _, _ in traced["operations"])
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks/numerics_trace.py"), "--onednn", "--summary", "--compare",
+                           str(first), "--out", str(tmp_path / "sse41.json")], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src"), "DNNL_MAX_CPU_ISA": "SSE41"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    moved = read_result(tmp_path / "sse41.json")["compared_with"]
+    if is_x86_64():
+        assert moved["differing_operations"] > 0 and "(step 0)" in moved["findings"][0], moved
+    (tmp_path / "artifacts/llava/1/train.json").unlink()
+    failed = subprocess.run([sys.executable, str(REPO / "benchmarks/numerics_trace.py"), "--out", str(first)], cwd=tmp_path,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert failed.returncode == 1 and "run `dvc repro format`" in failed.stderr
