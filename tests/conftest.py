@@ -101,6 +101,17 @@ def write_predictions() -> Callable[[Path, dict[int, list[dict]]], Path]:
 
 
 @pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`dvc repro` of the project as shipped, in a fresh copy (`helpers.project_copy`), once per session: the whole
+    DAG on the embedded default. test_pipeline.py checks it; test_remote.py shares it through DVC remotes."""
+    from helpers import project_copy, run
+
+    copy = project_copy(tmp_path_factory.mktemp("reproduced") / "repo")
+    run(["dvc", "repro"], copy)
+    return copy
+
+
+@pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
     """Starting Spark takes seconds, so every test shares this one local session."""
     session = spark_session("local[2]", partitions=2)

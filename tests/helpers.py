@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +14,34 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+BIN = Path(sys.executable).parent
+OUTPUTS = ("artifacts/", "metrics/", "plots/", "reports/", "dvclive/", "dvc.lock")
+"""What the pipeline writes: left out of a project copy, as a clone before `dvc repro` lacks them."""
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    """`cmd` in `cwd` with this environment's executables first and a git identity; its stdout. Fails with its output."""
+    identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                for what, value in (("NAME", "test"), ("EMAIL", "test@example.com"))}
+    env = {**os.environ, **identity, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def project_copy(copy: Path) -> Path:
+    """The project (tracked + new files, none of the pipeline's `OUTPUTS`) at `copy`, as a fresh clone would have
+    it: a git repository of one commit."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if not name.startswith(OUTPUTS) and (REPO / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, copy / name)
+    run(["git", "init", "-q"], copy)
+    run(["git", "add", "-A"], copy)
+    run(["git", "commit", "-qm", "clone"], copy)
+    return copy
 
 
 def write_params(folder: Path, **overrides: Any) -> dict[str, Any]:

@@ -1,17 +1,18 @@
 """End to end through DVC: `dvc repro` of the real stages on the embedded sample, in a temporary copy.
 
-The whole DAG runs once with the params as shipped, exactly as a user's `make repro` does, and the
-project's headline claim is checked on that run. The same run is the determinism guard: its scores and
-its outputs' hashes must equal the committed `metrics/scores.json` and `dvc.lock`, so a change that
-alters the numbers without a `dvc repro` + commit, or breaks determinism, fails here. It is marked `slow`: `pytest -m "not slow"` is the
-quick inner loop, `make test` runs it.
+The whole DAG runs once with the params as shipped (conftest's `reproduced`), exactly as a user's
+`make repro` does, and the project's headline claim is checked on that run. The same run is the
+determinism guard (`assert_same_as_committed`): against the committed `dvc.lock` and
+`metrics/scores.json`, bitwise on a machine of the lock's class, and on any other the outputs before
+training bitwise and the headline scores within a measured tolerance; and one split trained again on
+this machine must give the same bytes. It is marked `slow`: `pytest -m "not slow"` is the quick
+inner loop, `make test` runs it.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,39 +23,16 @@ import pandas as pd
 import pytest
 import yaml
 
+from helpers import project_copy, run
 from llavac.labels import TASKS
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
-                for what, value in (("NAME", "test"), ("EMAIL", "test@example.com"))}
-    env = {**os.environ, **identity, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
-
-
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
-    """The project (tracked + new files, no outputs) as a fresh clone would have it: one commit."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    copy = tmp_path / "repo"
-    for name in files:
-        if name.startswith(("artifacts/", "metrics/", "plots/", "reports/", "dvclive/")) or name == "dvc.lock":
-            continue
-        if (REPO / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, copy / name)
-    run(["git", "init", "-q"], copy)
-    run(["git", "add", "-A"], copy)
-    run(["git", "commit", "-qm", "clone"], copy)
-    return copy
+    """The project as a fresh clone would have it (`helpers.project_copy`), for a test that changes its params."""
+    return project_copy(tmp_path / "repo")
 
 
 PRE_TRAINING_STAGES = ("sample", "preprocess", "split", "base_model", "format")
@@ -155,9 +133,9 @@ def assert_training_repeats_bytewise(repo_copy: Path, split: str) -> None:
     assert (repo_copy / "dvclive" / curve).read_bytes() == (again / "dvclive" / curve).read_bytes()
 
 
-def test_the_default_pipeline_learns_on_the_sample(repo_copy: Path):
+def test_the_default_pipeline_learns_on_the_sample(reproduced: Path):
     """`dvc repro` as shipped: the sample, the cheema protocol's 10 splits, the tiny model and recipe."""
-    run(["dvc", "repro"], repo_copy)
+    repo_copy = reproduced
     data = json.loads((repo_copy / "metrics/data.json").read_text())
     assert data["valid_pairs"] > 300 and sum(data["dropped"].values()) > 0 and data["synthetic_sample"] is True
     manifest = json.loads((repo_copy / "artifacts/splits/manifest.json").read_text())
