@@ -17,6 +17,7 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from common import load_params, run, stage_logger  # first: it checks the interpreter
@@ -32,7 +33,7 @@ from llavac.cpu_numerics import numerics_class
 from llavac.curves import plot_training_loss
 from llavac.files import write_json
 from llavac.split_folders import split_folders
-from llavac.train import train_split, untrained_adapter
+from llavac.train import split_processes, train_splits, untrained_adapter
 
 
 def relaunch_under(launcher: str) -> None:
@@ -86,25 +87,39 @@ def main() -> None:
                         "(its DeepSpeed path needs CUDA, docs/deepspeed.md); the hf backend trains on CPU ranks", launcher)
         world_size = llava_world_size(launcher, cuda, get_accelerator().device_count())
         flash_attention = cuda and has_flash_attention(llava_bin)
-    histories = {}
-    for split_dir in split_folders(args.llava_dir, "format"):
-        split = split_dir.name
-        records = json.loads((split_dir / "train.json").read_text(encoding="utf-8"))
-        log.info("split %s: fine-tuning %s on %d pairs with the %s backend", split, base, len(records), backend)
-        if backend == "hf":
-            validation_records = json.loads((split_dir / "val.json").read_text(encoding="utf-8"))  # its loss is drawn
-            result = train_split(
-                base, records, args.image_folder, args.out_dir / split, args.checkpoint_dir / split,
-                args.live_dir / split, recipe, params.seed, params.prompt.image_position, validation_records,
-            )
-        else:
-            output_dir = args.checkpoint_dir / split / TRAINED_LLAVA_DIR
+    split_dirs = split_folders(args.llava_dir, "format")
+
+    def llava_repo_results() -> Iterator[dict]:
+        for split_dir in split_dirs:
+            output_dir = args.checkpoint_dir / split_dir.name / TRAINED_LLAVA_DIR
             command = llava_train_command(
                 llava_bin, launcher, cuda, flash_attention, llava_model, vision_tower, split_dir / "train.json",
                 args.image_folder, output_dir, recipe, params.seed, world_size,
             )
-            log.info("split %s: %s", split, shlex.join(command))
-            result = train_split_llava_repo(command, output_dir, base, args.out_dir / split, args.live_dir / split, recipe)
+            log.info("split %s: fine-tuning %s with the llava-repo backend: %s", split_dir.name, base, shlex.join(command))
+            yield train_split_llava_repo(command, output_dir, base, args.out_dir / split_dir.name,
+                                         args.live_dir / split_dir.name, recipe)
+
+    if backend == "hf":
+        jobs = []
+        for split_dir in split_dirs:
+            split = split_dir.name
+            records = json.loads((split_dir / "train.json").read_text(encoding="utf-8"))
+            validation_records = json.loads((split_dir / "val.json").read_text(encoding="utf-8"))  # its loss is drawn
+            log.info("split %s: fine-tuning %s on %d pairs with the hf backend", split, base, len(records))
+            jobs.append({"base": base, "records": records, "image_folder": args.image_folder, "out_dir": args.out_dir / split,
+                         "checkpoint_dir": args.checkpoint_dir / split, "live_dir": args.live_dir / split, "recipe": recipe,
+                         "seed": params.seed, "image_position": params.prompt.image_position,
+                         "validation_records": validation_records})
+        processes = split_processes(params.train.cpu_processes, len(jobs), is_deepspeed(launcher))
+        if processes > 1:
+            log.info("training %d splits at a time, each in a process of its own with one thread (train.cpu_processes)", processes)
+        results = train_splits(jobs, processes)
+    else:
+        results = llava_repo_results()
+    histories = {}
+    for split_dir, result in zip(split_dirs, results):
+        split = split_dir.name
         histories[split] = result["history"]
         log.info("split %s: %d steps, mean training loss %.4f -> %s", split, result["steps"], result["train_loss"], args.out_dir / split)
         # Ten 7B engines in one process would otherwise pile up on the GPU.

@@ -35,7 +35,8 @@ from llavac.predict import (
 )
 from llavac.prompt import answer, llava_record, split_human_turn
 from llavac.train import (
-    AnswerLogitsCollator, PROJECTOR, add_lora, answer_loss, answer_positions, gradient_accumulation, optimizer_groups, train_split,
+    AnswerLogitsCollator, PROJECTOR, add_lora, answer_loss, answer_positions, gradient_accumulation, optimizer_groups, split_processes,
+    train_split, train_splits,
 )
 
 ARCHITECTURE = {
@@ -614,6 +615,29 @@ def test_same_seed_trains_the_same_adapter(world):
         weights.append(load_file(root / f"same{run}" / "adapter_model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_splits_trained_side_by_side_in_processes_equal_splits_trained_alone(world):
+    """`train_splits` with two processes (the CPU default, `train.cpu_processes`): each split's adapter is the
+    one `train_split` writes in this process, and the results come back in the jobs' order."""
+    root, quick = world["root"], replace(RECIPE, epochs=1)
+    jobs = [{"base": world["base"], "records": world["records"][:n], "image_folder": world["images"],
+             "out_dir": root / f"side{n}", "checkpoint_dir": root / f"side-ckpt{n}", "live_dir": root / f"side-live{n}",
+             "recipe": quick, "seed": n, **CARD_FACTS} for n in (6, 8)]
+    results = list(train_splits(jobs, processes=2))
+    assert [result["steps"] for result in results] == [2, 2]  # 6 and 8 records at batch 4
+    for job, result in zip(jobs, results):
+        alone = {**job, "out_dir": root / f"alone-{job['out_dir'].name}", "checkpoint_dir": root / f"alone-ckpt-{job['seed']}"}
+        assert train_split(**alone)["train_loss"] == result["train_loss"]
+        assert (job["out_dir"] / "adapter_model.safetensors").read_bytes() == \
+            (alone["out_dir"] / "adapter_model.safetensors").read_bytes()
+
+
+def test_split_processes_is_one_on_a_gpu_or_under_deepspeed_else_the_request_or_the_cpus():
+    cpus = len(os.sched_getaffinity(0))
+    assert split_processes(0, 10, deepspeed_launch=False) == (1 if torch.cuda.is_available() else min(10, cpus))
+    assert split_processes(3, 2, deepspeed_launch=False) == (1 if torch.cuda.is_available() else 2)
+    assert split_processes(4, 10, deepspeed_launch=True) == 1
 
 
 def test_bf16_training_keeps_fp32_master_weights_and_moves_the_projector(world):

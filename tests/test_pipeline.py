@@ -116,6 +116,10 @@ def assert_same_as_committed(run: Path, committed: Callable[[str], str] = commit
     assert not changed, f"{remedy}\noutputs whose md5 differs from the committed dvc.lock, in DAG order: {changed}"
 
 
+CARD = Path("llavac.json")
+"""An adapter's card: it names its base relative to the adapter's own folder (`llavac.model.adapter_card`)."""
+
+
 def assert_training_repeats_bytewise(repo_copy: Path, split: str) -> None:
     """Same-machine determinism, on any machine: the train stage run again on one split, in a process of its own
     and with no checkpoint to resume, writes the same adapter bytes and the same training curve as the pipeline."""
@@ -127,8 +131,11 @@ def assert_training_repeats_bytewise(repo_copy: Path, split: str) -> None:
     first, second = repo_copy / "artifacts/adapters" / split, again / "adapters" / split
     names = sorted(path.relative_to(first) for path in first.rglob("*") if path.is_file())
     assert names and names == sorted(path.relative_to(second) for path in second.rglob("*") if path.is_file())
-    differ = [str(name) for name in names if (first / name).read_bytes() != (second / name).read_bytes()]
+    differ = [str(name) for name in names if name != CARD and (first / name).read_bytes() != (second / name).read_bytes()]
     assert not differ, f"training split {split} twice on this machine wrote different bytes: {differ}"
+    cards = [json.loads((folder / CARD).read_text()) for folder in (first, second)]
+    assert [(folder / card.pop("base")).resolve() for folder, card in zip((first, second), cards)] == \
+        [(repo_copy / "artifacts/base_model/llava-hf").resolve()] * 2 and cards[0] == cards[1]  # the base, relative
     curve = Path(split, "plots/metrics/loss.tsv")
     assert (repo_copy / "dvclive" / curve).read_bytes() == (again / "dvclive" / curve).read_bytes()
 

@@ -16,6 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+SHARING = "the sharing commands run in tests/test_remote.py, against a folder and an SSH server"
+
 SKIPPED = {
     "sudo ": "installs system packages as root",
     'python -c "import torch; assert torch.cuda.is_available()': "needs a CUDA GPU",
@@ -24,13 +26,16 @@ SKIPPED = {
     "mkdir -p data && unzip": "needs the real MVSA-Single archive",
     "llavac fetch-splits": "downloads from GitHub (network beyond the package index)",
     "dvc add data": "needs the real MVSA-Single folder",
-    "dvc remote add": "needs a remote storage bucket",
-    "dvc push": "needs a remote storage bucket",
+    "dvc remote add": SHARING,
+    "git add .dvc/config": SHARING,
+    "dvc push": SHARING,
+    "git clone REPO_URL": SHARING,
+    "dvc pull": SHARING,
     "hf download": "downloads 7B weights from the Hugging Face hub",
     "dvc exp run -n llavac-": "the paper's run: real data, LLaVA-1.5-7B weights, GPUs",
     "dvc exp run -S dataset=mvsa-multiple -S data.raw_dir=": "needs the real MVSA-Multiple folder",
     "deepspeed": "needs GPUs",
-    "dvc exp run --queue": "three whole pipeline runs; DVC's queue and grid are tested by tests/test_ablations.py",
+    "dvc exp run --queue": "three whole pipeline runs; DVC's queue and grid run in tests/test_experiments.py (a seed grid)",
     "llavac compare --paired EXP_A": "names two experiments of the reader's; tests/test_experiments.py runs it on two",
     "dvc exp run -S train.method": "a whole pipeline run; its result is benchmarks/results/ablations-cpu.json",
     "dvc exp run -S prompt.modalities": "a whole pipeline run; its result is benchmarks/results/ablations-cpu.json",

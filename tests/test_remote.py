@@ -51,7 +51,7 @@ class SSHServer:
             f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
             f"AuthorizedKeysFile {root / 'authorized_keys'}", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no", f"PidFile {root / 'sshd.pid'}",
-            "PermitRootLogin prohibit-password", "",
+            "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp", "",
         ]))
         Path("/run/sshd").mkdir(exist_ok=True)  # its privilege-separation folder, which a package install creates
         self.process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(root / "sshd_config")],

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -139,6 +140,7 @@ class Train(Section):
     method: TrainMethod
     backend: Backend
     launcher: str
+    cpu_processes: NonNegativeInt
 
     @field_validator("launcher")
     @classmethod

@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import multiprocessing
 import os
 import shutil
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -373,6 +376,37 @@ def train_split(
         "samples_per_second": result.metrics["train_samples_per_second"],
         "history": trainer.state.log_history,
     }
+
+
+def split_processes(requested: int, n_splits: int, deepspeed_launch: bool) -> int:
+    """How many splits to train at once: `requested` (0: one per CPU this process may run on), at most
+    `n_splits`; 1 on a GPU or under the `deepspeed` launcher, whose processes are its ranks.
+
+    On a CPU each split's process runs one thread (`llavac.cpu_numerics`), so processes side by side
+    change nothing in the bytes a split trains (the pipeline test trains one again alone and compares).
+    """
+    if deepspeed_launch or torch.cuda.is_available():
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(n_splits, requested or cpus))
+
+
+def _train_split_job(job: dict[str, Any]) -> dict[str, Any]:
+    """`train_split(**job)`: a top-level function, so a process pool can send it to a fresh interpreter."""
+    return train_split(**job)
+
+
+def train_splits(jobs: list[dict[str, Any]], processes: int) -> Iterator[dict[str, Any]]:
+    """`train_split(**job)` for each job, in order; with `processes` > 1, that many at a time, each in a fresh
+    interpreter (`spawn`: it inherits the CPU pins through the environment). Yields each split's result
+    as `train_split` returns it, in the order of `jobs`; a split that fails raises its exception here.
+    """
+    if processes <= 1:
+        for job in jobs:
+            yield train_split(**job)
+        return
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(_train_split_job, jobs)
 
 
 def untrained_adapter(base: str, out_dir: Path, image_position: str, precision: str) -> None:
