@@ -15,6 +15,7 @@ LLAVA_STAMP := $(LLAVA_VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/llavac plots-template
 	@touch $(STAMP)
 
 $(LLAVA_STAMP): envs/llava-repo.txt

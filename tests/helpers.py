@@ -19,12 +19,16 @@ OUTPUTS = ("artifacts/", "metrics/", "plots/", "reports/", "dvclive/", "dvc.lock
 """What the pipeline writes: left out of a project copy, as a clone before `dvc repro` lacks them."""
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    """`cmd` in `cwd` with this environment's executables first and a git identity; its stdout. Fails with its output."""
+def command_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment with this venv's executables first on PATH, a git identity, and `extra`."""
     identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
                 for what, value in (("NAME", "test"), ("EMAIL", "test@example.com"))}
-    env = {**os.environ, **identity, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    return {**os.environ, **identity, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(extra or {})}
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    """`cmd` in `cwd` under `command_environment(env)`; its stdout. Fails with its output."""
+    result = subprocess.run(cmd, cwd=cwd, env=command_environment(env), capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
 

@@ -11,7 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -91,14 +93,19 @@ def test_mvsa_layout_folder_reads_data_and_keeps_a_text_without_image(tmp_path, 
 
 
 def test_default_adapter_is_found_in_the_checkout_from_any_folder(tmp_path):
+    """The nearest enclosing checkout that holds the adapter; a checkout without one is passed over; outside any,
+    the checkout these tests run in (the package is installed from it, editable)."""
     checkout = tmp_path / "checkout"
     (checkout / "artifacts" / "adapters" / "1").mkdir(parents=True)
     (checkout / "dvc.yaml").write_text("stages: {}\n")
     (checkout / "deep" / "inside").mkdir(parents=True)
     assert default_adapter(checkout / "deep" / "inside") == checkout / "artifacts" / "adapters" / "1"
-    from llavac.classify import CHECKOUT
-
-    assert default_adapter(tmp_path) == CHECKOUT / "artifacts" / "adapters" / "1"  # outside: this package's checkout
+    untrained = checkout / "deep" / "untrained"  # a checkout inside the other, its train stage never run
+    (untrained / "artifacts").mkdir(parents=True)
+    (untrained / "dvc.yaml").write_text("stages: {}\n")
+    assert default_adapter(untrained) == checkout / "artifacts" / "adapters" / "1"
+    (tmp_path / "elsewhere").mkdir()
+    assert default_adapter(tmp_path / "elsewhere") == REPO / "artifacts" / "adapters" / "1"
 
 
 def test_an_adapter_trained_on_the_synthetic_sample_is_warned_about_once(tmp_path, caplog):
@@ -232,28 +239,71 @@ def test_an_output_folder_of_another_input_is_refused(corpus, tmp_path):
         claim_output(tmp_path / "foreign", job_identity(root / "pairs.csv", rows, settings))
 
 
+def classify_args(corpus: dict, out: Path, master: str, *extra: str) -> list[str]:
+    """`llavac classify`'s arguments for the corpus's pairs on `master`, results to `out`."""
+    return ["classify", str(corpus["root"] / "pairs.csv"), "--spark", master, "--out", str(out),
+            "--adapter", str(corpus["settings"].adapter), "--batch-size", "3", *extra]
+
+
 def classify_command(corpus: dict, out: Path, master: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "llavac.cli", "classify", str(corpus["root"] / "pairs.csv"), "--spark", master,
-            "--out", str(out), "--adapter", str(corpus["settings"].adapter), "--batch-size", "3", *extra]
+    return [sys.executable, "-m", "llavac.cli", *classify_args(corpus, out, master, *extra)]
+
+
+STOP_ROW = 11
+"""The row whose Spark task the killed job never finishes: at 2 rows per task, one at a time, rows 1-10 are committed."""
+STOPPING_JOB = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import test_classify; "
+                "test_classify.classify_stopping_at(Path(sys.argv[2]), sys.argv[3:])")
+"""`python -c STOPPING_JOB TESTS_FOLDER MARKER ARGS...`: `classify_stopping_at` in a fresh process."""
+
+
+def classify_stopping_at(marker: Path, argv: list[str]) -> None:
+    """`llavac argv` whose Spark task holding row STOP_ROW touches `marker`, then waits for good before classifying
+    it: the job stops at a known row, where a test can see it on disk and kill it."""
+    from pyspark import cloudpickle
+
+    from llavac import classify_spark, cli
+
+    plain = classify_spark.classify_batches
+
+    def stopping(settings: ClassifySettings, image_folder: str) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+        classify = plain(settings, image_folder)
+
+        def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            for frame in frames:
+                if STOP_ROW in frame["row"].tolist():
+                    marker.touch()
+                    threading.Event().wait()  # never set: the worker waits until the job is killed
+                yield from classify(iter([frame]))
+
+        return run
+
+    classify_spark.classify_batches = stopping
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers get `run` whole, without this module
+    cli.main(argv)
 
 
 @pytest.mark.slow
 def test_a_killed_spark_job_resumes_and_writes_every_row_exactly_once(corpus, spark, tmp_path):
-    out = tmp_path / "out.parquet"
-    job = subprocess.Popen(classify_command(corpus, out, "local[1]", "--rows-per-task", "2"),
-                           start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """The job is killed (its driver, JVM and Python workers) once its task of row 11 has started, so exactly the
+    tasks before it, rows 1-10, are in the output; the rerun skips them, classifies the other 6 and the output
+    is the plain command's, every row once."""
+    out, marker, log = tmp_path / "out.parquet", tmp_path / "stopped", tmp_path / "job.log"
+    with open(log, "wb") as sink:
+        job = subprocess.Popen([sys.executable, "-c", STOPPING_JOB, str(Path(__file__).parent), str(marker),
+                                *classify_args(corpus, out, "local[1]", "--rows-per-task", "2")],
+                               start_new_session=True, stdout=sink, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
-        while not any(out.glob("*.parquet")) and job.poll() is None and time.monotonic() < deadline:
+        while not marker.exists():
+            assert job.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
             time.sleep(0.05)
     finally:
-        os.killpg(job.pid, signal.SIGKILL)  # the driver, its JVM and the Python workers
+        os.killpg(job.pid, signal.SIGKILL)  # the driver and its JVM; the workers' daemon ends them when the JVM goes
         job.wait()
-    written = len(pq.read_table(out).to_pylist())
-    assert 0 < written < 16, "the kill should land while the job runs"
+    assert sorted(pq.read_table(out).column("row").to_pylist()) == list(range(1, STOP_ROW))
     root, settings = corpus["root"], corpus["settings"]
     result = classify_spark(spark, settings, root / "pairs.csv", read_pairs(root / "pairs.csv"), out, rows_per_task=2)
-    assert (result["skipped_done"], result["classified_now"], result["rows"]) == (written, 16 - written, 16)
+    assert (result["skipped_done"], result["classified_now"], result["rows"]) == (STOP_ROW - 1, 17 - STOP_ROW, 16)
     assert_same_results(spark_rows(out), corpus["plain"])
 
 

@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 from llavac.model.adapter_card import read_card
 from llavac.model.loading import load_base
 from llavac.params import Evaluation
-from llavac.predict import generate_answers, load_classifier, parse_answer
+from llavac.predict import generate_answers, load_classifier
 from llavac.train import PROJECTOR
 from test_model import RECIPE, write_world
 
@@ -44,6 +44,11 @@ ZERO2, ZERO3 = "configs/deepspeed/zero2.json", "configs/deepspeed/zero3.json"
 REPO = Path(__file__).resolve().parents[1]
 ATOL = 1e-6
 """Largest |difference| between adapters trained in one process and under ZeRO (see the module docstring)."""
+BF16_DRIFT = 0.03
+"""Largest |difference| between the bf16 ZeRO-3 adapter and the one fp32 process's: 3x the 9.98e-3 measured on this
+setup (in a LoRA A matrix whose largest entry is 0.18). That is about one learning-rate step (1e-2): AdamW's update
+is ~lr whatever the gradient's size, so a small gradient whose sign bf16's rounding flips moves its entry that far.
+A real difference stays above the bound (the LoRA init drawn after ZeRO-3's loading moved the adapter by 0.35)."""
 FP32 = replace(RECIPE, per_device_batch_size=2, global_batch_size=4, deepspeed=ZERO3)
 """8 pairs, 2 epochs: 4 optimizer steps of global batch 4."""
 
@@ -105,10 +110,17 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
-def predicted_labels(run: Path, world: dict) -> list[tuple]:
+def predicted_answers(run: Path, world: dict) -> list[str]:
+    """The run's adapter's greedy answers to the 8 pairs, the text its labels are parsed from. After 4 steps none
+    parses to a label yet (all would be None, equal whatever the adapter), so the answers themselves are compared;
+    as in test_model's batched-prediction test, they must differ from pair to pair, be non-empty and not echo the
+    prompt, so that a change in the adapter can show in them."""
     model, inputs = load_classifier(run / "adapter", Evaluation("fp32", merge_lora=False))
     answers = generate_answers(model, inputs, world["records"], Path(world["images"]), batch_size=8, max_new_tokens=8)
-    return [parse_answer(answer) for answer in answers]
+    assert len(set(answers)) >= len(answers) // 2, answers
+    assert all(answer.strip() for answer in answers), answers
+    assert not any("ASSISTANT" in answer or "Consider the following" in answer for answer in answers), answers
+    return answers
 
 
 def test_zero3_bf16_on_two_cpu_ranks_saves_every_tensor_whole(runs, world):
@@ -137,13 +149,15 @@ def test_zero3_on_two_ranks_trains_the_adapter_one_process_trains(runs, world):
     """fp32, same data order and global batch: equal within rounding, and the same predictions."""
     plain, zero3 = adapter(runs["plain"]), adapter(runs["zero3"])
     assert max_difference(plain, zero3) < ATOL
-    assert max_difference(plain, adapter(runs["zero3-bf16"])) > 100 * ATOL, "bf16 should differ: the test can see a change"
-    assert predicted_labels(runs["zero3"], world) == predicted_labels(runs["plain"], world)
+    bf16_drift = max_difference(plain, adapter(runs["zero3-bf16"]))
+    assert 100 * ATOL < bf16_drift, "bf16 should differ: the test can see a change"
+    assert bf16_drift < BF16_DRIFT, f"bf16 compute moved the adapter by {bf16_drift:.3g}: more than its rounding"
+    assert predicted_answers(runs["zero3"], world) == predicted_answers(runs["plain"], world)
 
 
 def test_zero2_and_zero3_train_the_same_adapter(runs, world):
     assert max_difference(adapter(runs["zero2"]), adapter(runs["zero3"])) < ATOL
-    assert predicted_labels(runs["zero2"], world) == predicted_labels(runs["zero3"], world)
+    assert predicted_answers(runs["zero2"], world) == predicted_answers(runs["zero3"], world)
 
 
 def test_a_killed_zero3_run_resumes_from_its_deepspeed_checkpoint(runs, world):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +27,6 @@ from llavac.experiments import (
     seed_groups,
 )
 from llavac.metrics import load_predictions
-from llavac.statistics import accuracy, label_codes
 
 SAMPLE_RUN = {"run.dataset": "synthetic sample", "run.comparable_with_paper": "False", "run.test_pairs": 390.0,
               "run.splits": 10.0, "run.split_source": "generated"}
@@ -76,8 +77,8 @@ def test_runs_that_differ_only_in_seed_are_grouped_with_mean_and_std():
     rows, _ = comparison_rows(experiments, keys)
     group_row = rows[-1]
     assert group_row[0] == "mean of 3 seeds" and "1,2,3" in group_row
-    values = [80.0, 84.0, 83.0]
-    assert f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}" in group_row
+    # by hand: mean 247 / 3 = 82.33; sample std sqrt(((7/3)^2 + (5/3)^2 + (2/3)^2) / 2) = sqrt(78 / 18) = 2.08
+    assert "82.3 ± 2.1" in group_row
 
 
 def frame(ids: list[int], gold: list[str], predicted: list[str | None]) -> pd.DataFrame:
@@ -85,7 +86,24 @@ def frame(ids: list[int], gold: list[str], predicted: list[str | None]) -> pd.Da
                          **{f"pred_{t}": predicted for t in ("text", "image", "multimodal")}})
 
 
+def difference_cell(row: list[str]) -> tuple[float, float, float]:
+    """A - B and its interval's low and high bound, read from a paired row's `A - B [95 % CI]` cell."""
+    match = re.fullmatch(r"([+-]\d+\.\d) \[([+-]\d+\.\d), ([+-]\d+\.\d)\]", row[4])
+    assert match, row
+    difference, low, high = map(float, match.groups())
+    return difference, low, high
+
+
+def exact_mcnemar_p(b: int, c: int) -> float:
+    """McNemar's exact two-sided p by hand: twice the Binomial(b + c, 1/2) tail at the smaller discordant count,
+    at most 1 (b + c > 0)."""
+    n = b + c
+    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n)
+
+
 def test_paired_rows_on_the_same_pairs_in_another_order():
+    """Counted here pair by pair: the accuracies, the discordant pairs and McNemar's p; the paired interval against
+    the normal approximation from the per-pair differences' spread (a different method, near it at 60 pairs)."""
     rng = random.Random(0)
     labels = ["negative", "neutral", "positive"]
     gold = [rng.choice(labels) for _ in range(60)]
@@ -96,14 +114,59 @@ def test_paired_rows_on_the_same_pairs_in_another_order():
     b = Run("B", {"seed": 2}, {1: reversed_b})
     assert pairs_differ(a, b) is None
     rows, test = paired_rows(a, b)
-    expected = accuracy(label_codes(pd.Series(gold)), label_codes(pd.Series(a_pred))) - accuracy(
-        label_codes(pd.Series(gold)), label_codes(pd.Series(b_pred)))
+    right_a = [p == g for p, g in zip(a_pred, gold, strict=True)]
+    right_b = [p == g for p, g in zip(b_pred, gold, strict=True)]
+    a_only = sum(x and not y for x, y in zip(right_a, right_b, strict=True))
+    b_only = sum(y and not x for x, y in zip(right_a, right_b, strict=True))
+    assert (test["a_right_b_wrong"], test["a_wrong_b_right"]) == (a_only, b_only) == (22, 6)
+    assert test["p_value"] == pytest.approx(exact_mcnemar_p(a_only, b_only), rel=1e-9)
+    difference, low, high = difference_cell(next(row for row in rows if row[:2] == ["multimodal", "accuracy"]))
+    assert difference == round(100 * (sum(right_a) - sum(right_b)) / 60, 1)
+    per_pair = 100 * (np.array(right_a, dtype=float) - np.array(right_b, dtype=float))
+    half_width = 1.959964 * per_pair.std() / np.sqrt(60)
+    # percentile bounds move in steps of 100/60 points: within 1.5 steps of the normal approximation's
+    assert low == pytest.approx(per_pair.mean() - half_width, abs=2.5)
+    assert high == pytest.approx(per_pair.mean() + half_width, abs=2.5)
+
+
+def outcome_runs(splits: list[str]) -> tuple[Run, Run]:
+    """Runs A and B of one outcome per pair, a string of them per split: `a` A right only, `b` B right only,
+    `=` both right, `x` both wrong (every gold label positive; a wrong answer is negative)."""
+    right_a, right_b = {"a": True, "b": False, "=": True, "x": False}, {"a": False, "b": True, "=": True, "x": False}
+    runs = []
+    for name, right in (("A", right_a), ("B", right_b)):
+        frames, first = {}, 0
+        for k, outcomes in enumerate(splits, start=1):
+            ids = list(range(first, first + len(outcomes)))
+            frames[k] = frame(ids, ["positive"] * len(ids), ["positive" if right[o] else "negative" for o in outcomes])
+            first += len(outcomes)
+        runs.append(Run(name, {"seed": len(runs)}, frames))
+    return runs[0], runs[1]
+
+
+def test_paired_rows_on_a_hand_worked_table():
+    """Two splits of 5 pairs: 5 right in A only, 1 in B only, 3 in both, 1 in neither. A 80 %, B 40 %: A - B = +40;
+    exact McNemar p = 2 (C(6,0) + C(6,1)) / 2^6 = 14/64 = 0.21875."""
+    rows, test = paired_rows(*outcome_runs(["aaa=x", "aab=="]))
+    assert (test["a_right_b_wrong"], test["a_wrong_b_right"]) == (5, 1)
+    assert test["p_value"] == pytest.approx(0.21875, rel=1e-12)
     multimodal_accuracy = next(row for row in rows if row[:2] == ["multimodal", "accuracy"])
-    assert multimodal_accuracy[4].startswith(f"{expected:+.1f} [")
-    right_a = np.array(a_pred) == np.array(gold)
-    right_b = np.array([p == g for p, g in zip(b_pred, gold, strict=True)])
-    assert test["a_right_b_wrong"] == int((right_a & ~right_b).sum())
-    assert test["a_wrong_b_right"] == int((~right_a & right_b).sum())
+    difference, low, high = difference_cell(multimodal_accuracy)
+    assert (multimodal_accuracy[2:4], difference) == (["80.0", "40.0"], 40.0) and low <= difference <= high
+    # split 1's pairs differ by 0 or +100 only: a resample never puts B ahead there, the mean over splits >= -50
+    assert -50.0 <= low < high <= 100.0
+
+
+def test_paired_intervals_that_are_known_exactly():
+    """Equal answers on every pair: A - B is 0 on every resample, so the interval is [0, 0] (a bootstrap that did
+    not pair the runs would spread); A right wherever B is wrong: +100 on every resample, p = 2 / 2^10."""
+    rows, test = paired_rows(*outcome_runs(["==x=x", "x==x="]))
+    assert {row[4] for row in rows[1:]} == {"+0.0 [+0.0, +0.0]"}
+    assert test == {"a_right_b_wrong": 0, "a_wrong_b_right": 0, "p_value": 1.0}
+    rows, test = paired_rows(*outcome_runs(["aaaaa", "aaaaa"]))
+    assert {row[4] for row in rows[1:]} == {"+100.0 [+100.0, +100.0]"}  # accuracy and weighted F1, every label
+    assert (test["a_right_b_wrong"], test["a_wrong_b_right"]) == (10, 0)
+    assert test["p_value"] == pytest.approx(2 / 2**10, rel=1e-12) == exact_mcnemar_p(10, 0)
 
 
 def test_runs_on_other_pairs_are_refused_with_the_params_that_chose_them():

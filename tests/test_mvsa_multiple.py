@@ -208,11 +208,18 @@ def test_preprocessing_applies_the_majority_then_the_combination_rule(tmp_path: 
 
 
 def test_mvsa_single_metrics_keep_their_reasons(tmp_path: Path, spark, write_mvsa, jpeg) -> None:
-    raw_dir = write_mvsa(tmp_path / "MVSA_Single", ["1\tpositive,neutral"], {"1.txt": b"fun", "1.jpg": jpeg(20, 30)},
-                         header="\ufeff" + mvsa.LABEL_HEADER)
+    """MVSA-Single's data metrics count the reasons they counted before MVSA-Multiple, in the same order, zeros
+    included: one annotator always gives a majority, so no `no_majority_*` count appears."""
+    lines = ["1\tpositive,neutral", "2\tpositive,negative", "3\tpositive,glad", "4\tpositive"]
+    files = {f"{i}.{kind}": data for i in (1, 2) for kind, data in (("txt", b"fun"), ("jpg", jpeg(20, 30)))}
+    raw_dir = write_mvsa(tmp_path / "MVSA_Single", lines, files, header="\ufeff" + mvsa.LABEL_HEADER)
     metrics = preprocess(spark, raw_dir, tmp_path / "pairs.parquet")
-    assert list(metrics["dropped"]) == [reason for reason in mvsa.DROP_REASONS if not reason.startswith("no_majority")]
-    assert (metrics["raw_label_rows"], metrics["valid_pairs"]) == (1, 1)
+    assert list(metrics["dropped"].items()) == [
+        (mvsa.MALFORMED_LABEL_LINE, 1), (mvsa.UNKNOWN_LABEL, 1), (mvsa.DUPLICATE_ID, 0), (mvsa.MISSING_TEXT, 0),
+        (mvsa.MISSING_IMAGE, 0), (mvsa.EMPTY_TEXT, 0), (mvsa.UNDECODABLE_TEXT, 0), (mvsa.TEXT_TOO_LONG, 0),
+        (mvsa.CORRUPT_IMAGE, 0), (mvsa.LABEL_CONFLICT, 1),
+    ]
+    assert (metrics["raw_label_rows"], metrics["valid_pairs"]) == (4, 1)
 
 
 def test_the_multiple_sample_comes_out_as_its_writer_says(tmp_path: Path, spark) -> None:

@@ -238,6 +238,19 @@ def test_paper_tags_commit_the_papers_scores_without_touching_the_checkout(repo,
     assert git(repo, "rev-parse", "paper-cheema^") == git(repo, "rev-parse", "HEAD")  # the tag moved
 
 
+def test_a_users_own_tag_of_the_same_name_is_never_moved(repo, paper, caplog):
+    make_paper_tags(repo, paper, ["cheema"])
+    git(repo, "commit", "-q", "-m", "second")
+    with caplog.at_level("INFO", logger="llavac.paper"):
+        make_paper_tags(repo, paper, ["cheema"])
+    assert "paper-cheema: moved from" in caplog.text  # ours: moved, and said
+    git(repo, "tag", "-f", "paper-random", "HEAD")  # the user's own tag, on their commit
+    mine = git(repo, "rev-parse", "paper-random")
+    with pytest.raises(ValueError, match="paper-random exists and was not made by `llavac paper-tags`"):
+        make_paper_tags(repo, paper, ["random"])
+    assert git(repo, "rev-parse", "paper-random") == mine
+
+
 def test_dvc_metrics_diff_against_a_paper_tag(repo, paper, ours):
     make_paper_tags(repo, paper, ["cheema"])
     result = subprocess.run(

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from helpers import project_copy, run
+from llavac.data.sample import write_sample
 from llavac.labels import TASKS
 
 pytestmark = pytest.mark.slow
@@ -144,7 +145,11 @@ def test_the_default_pipeline_learns_on_the_sample(reproduced: Path):
     """`dvc repro` as shipped: the sample, the cheema protocol's 10 splits, the tiny model and recipe."""
     repo_copy = reproduced
     data = json.loads((repo_copy / "metrics/data.json").read_text())
-    assert data["valid_pairs"] > 300 and sum(data["dropped"].values()) > 0 and data["synthetic_sample"] is True
+    sample = yaml.safe_load((repo_copy / "params.yaml").read_text())["sample"]
+    written = write_sample(repo_copy.parent / "sample-again", sample["n_pairs"], sample["seed"], sample["min_side"],
+                           sample["max_side"])  # what the sample's writer says preprocessing must keep and drop
+    assert data["valid_pairs"] == written.expected_pairs and data["synthetic_sample"] is True
+    assert data["dropped"] == {reason: len(ids) for reason, ids in written.drops.items()}
     manifest = json.loads((repo_copy / "artifacts/splits/manifest.json").read_text())
     assert sorted(manifest["splits"], key=int) == [str(k) for k in range(1, 11)]
     tests = [pd.read_parquet(repo_copy / f"artifacts/splits/{k}/test.parquet") for k in range(1, 11)]

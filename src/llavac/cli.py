@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None, spark_submit: bool = False) -> None:
     compare.add_argument("--num", type=positive, default=1,
                          help="list the experiments of the last N commits, as `dvc exp show -n N`")
     commands.add_parser("paper-tags", help="tag paper-<protocol> commits holding the paper's numbers")
+    commands.add_parser("plots-template", help="write .dvc/offline-plots.html: `dvc plots show` pages that draw offline")
     port = commands.add_parser("import-llava", help="convert a LLaVA-repository LoRA run or model into this project's format")
     port.add_argument("source", type=Path, help="LLaVA's output folder (LoRA: adapter_config.json + non_lora_trainables.bin) or a LLaVA model folder")
     port.add_argument("out", type=Path)
@@ -116,6 +117,10 @@ def main(argv: list[str] | None = None, spark_submit: bool = False) -> None:
             from llavac.experiments import compare_experiments, compare_paired
 
             print(compare_paired(*args.paired) if args.paired else compare_experiments(num=args.num))
+        elif args.command == "plots-template":
+            from llavac.offline_plots import write_offline_template
+
+            print(write_offline_template(Path.cwd() / ".dvc"))
         elif args.command == "import-llava":
             print(f"{import_llava(args.source, args.out, args.base)} -> {args.out}")
         else:

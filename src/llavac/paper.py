@@ -12,6 +12,7 @@ row of its protocol (`Paper.reference_row`), tagged `paper-<dataset>-<protocol>`
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import tempfile
@@ -36,6 +37,7 @@ PAPER_DATASET = "mvsa-single"
 
 TAG_NAME, TAG_EMAIL = "llavac paper-tags", "paper-tags@llavac.invalid"
 """Author and committer of the tag commits, so they need no git identity from the user."""
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -363,6 +365,24 @@ def make_paper_tags(
             f"{scores_path} holds the published scores; compare with `dvc metrics diff {tag}`.\n"
         )
         commit = _git(repo, "commit-tree", tree, "-p", head, stdin=message, env=identity)
+        previous = _tagged_commit(repo, tag)
+        if previous and previous != commit:
+            LOG.info("%s: moved from %s to %s (a child of HEAD)", tag, previous[:12], commit[:12])
         _git(repo, "tag", "-f", tag, commit)
         tags.append(tag)
     return tags
+
+
+def _tagged_commit(repo: Path, tag: str) -> str | None:
+    """The commit tag `tag` points at, or None when there is no such tag; ValueError when the tag exists
+    but `make_paper_tags` did not make it (its commit has another author): a user's own tag is never moved."""
+    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}"], cwd=repo,
+                           capture_output=True, text=True)
+    if found.returncode != 0:
+        return None
+    commit = found.stdout.strip()
+    author = _git(repo, "show", "-s", "--format=%an <%ae>", commit)
+    if author != f"{TAG_NAME} <{TAG_EMAIL}>":
+        raise ValueError(f"the tag {tag} exists and was not made by `llavac paper-tags` (its commit {commit[:12]} is by "
+                         f"{author}): rename it (`git tag -m ... NEW {tag} && git tag -d {tag}`) and run `make paper-tags`")
+    return commit
