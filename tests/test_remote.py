@@ -149,8 +149,8 @@ def test_sharing_fails_with_dvcs_reason_without_a_remote_with_a_silent_one_and_w
     said = failed(["dvc", "pull"], clone, home)
     assert "failed to connect to ssh" in said and "Connect call failed ('127.0.0.1'" in said, said
     (tmp_path / "empty").mkdir()
-    run(["dvc", "remote", "add", "-d", "--force", "shared", str(tmp_path / "empty")], clone)
     run(["dvc", "remote", "modify", "--local", "--unset", "shared", "timeout"], clone)  # an SSH option only
+    run(["dvc", "remote", "add", "-d", "--force", "shared", str(tmp_path / "empty")], clone)
     said = failed(["dvc", "pull"], clone, home)
     assert "do not exist neither locally nor on remote" in said and "Checkout failed" in said, said
     assert "artifacts/adapters" in said, said
