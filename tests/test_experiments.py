@@ -7,6 +7,7 @@ import math
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -227,3 +228,21 @@ def test_a_seed_grid_runs_from_dvcs_queue_and_compare_groups_it(seed_grid: Path)
                for row in rows) == 3
     group = next(row for row in rows if row.startswith("mean of 3 seeds"))
     assert "1,2,3" in group and "72.0 ± 1.0" in group
+
+
+def test_a_revision_whose_predictions_are_not_in_the_cache_is_one_line_naming_the_fetch(tmp_path: Path):
+    """`llavac compare --paired` on a commit whose predictions were never pulled: what to run, not DVC's traceback."""
+    from helpers import run
+
+    run(["git", "init", "-q"], tmp_path)
+    run(["dvc", "init", "-q"], tmp_path)
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    (tmp_path / "artifacts/predictions").mkdir(parents=True)
+    (tmp_path / "artifacts/predictions/1.jsonl").write_text('{"id": 1}\n')
+    run(["dvc", "add", "-q", "artifacts/predictions"], tmp_path)
+    run(["git", "add", "-A"], tmp_path)
+    run(["git", "commit", "-qm", "a run"], tmp_path)
+    shutil.rmtree(tmp_path / ".dvc/cache")  # as in a clone that never pulled
+    with pytest.raises(FileNotFoundError, match=r"a-run: its test predictions \(artifacts/predictions\) are not in the "
+                                                r"DVC cache.*dvc fetch --all-commits.*dvc exp pull <git remote> a-run"):
+        read_run("a-run", "HEAD", tmp_path)

@@ -97,11 +97,16 @@ def remote_settings(kind: str, sshd: SSHServer, storage: Path) -> tuple[str, lis
     return sshd.url(storage), [["dvc", "remote", "modify", "--local", "shared", "keyfile", str(sshd.client_key)]]
 
 
+def commit_the_run(repo: Path) -> None:
+    """Commit what `dvc repro` wrote to git (dvc.lock, metrics/, plots/, ...), as the README says to after a run."""
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "the pipeline's run", "--allow-empty"], repo)
+
+
 @pytest.mark.parametrize("kind", ["folder", "ssh"])
 def test_a_pushed_run_is_pulled_into_a_clone_with_nothing_to_rerun(kind, reproduced, sshd, home, tmp_path):
     url, credentials = remote_settings(kind, sshd, tmp_path / "storage")
-    run(["git", "add", "-A"], reproduced)
-    run(["git", "commit", "-qm", "the pipeline's run", "--allow-empty"], reproduced)
+    commit_the_run(reproduced)
     run(["dvc", "remote", "add", "-d", "--force", "shared", url], reproduced)
     for line in credentials:
         run(line, reproduced)
@@ -138,6 +143,7 @@ def failed(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
 def test_sharing_fails_with_dvcs_reason_without_a_remote_with_a_silent_one_and_with_missing_objects(reproduced, sshd,
                                                                                                      home, tmp_path):
     """The three ways sharing fails, each with the line docs/paper-run.md quotes."""
+    commit_the_run(reproduced)
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(reproduced), str(clone)], tmp_path)
     shutil.copy(REPO / ".dvc/config", clone / ".dvc/config")  # the project's own: no remote

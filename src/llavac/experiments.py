@@ -238,6 +238,7 @@ def read_run(name: str, rev: str | None, repo: Path) -> Run:
     here (or after `dvc exp pull`); a clear error says so when they are not.
     """
     from dvc.api import DVCFileSystem
+    from dvc_data.index.index import DataIndexError
 
     fs = DVCFileSystem(str(repo), rev=rev)
     with fs.open("params.yaml", mode="r", encoding="utf-8") as f:
@@ -249,10 +250,11 @@ def read_run(name: str, rev: str | None, repo: Path) -> Run:
             if path.suffix == ".jsonl" and path.stem.isdigit():
                 with fs.open(str(path), mode="r", encoding="utf-8") as f:
                     splits[int(path.stem)] = read_split(f, f"{name}:{path}")
-    except FileNotFoundError as error:
+    except (FileNotFoundError, DataIndexError) as error:  # DVC's index error: the folder's listing is not cached
         raise FileNotFoundError(
-            f"{name}: its test predictions ({PREDICTIONS}) are not readable ({error}); run the experiment here or "
-            "fetch it with `dvc exp pull <remote> <name>`"
+            f"{name}: its test predictions ({PREDICTIONS}) are not in the DVC cache ({error}); fetch them with "
+            f"`dvc fetch --all-commits` (a commit) or `dvc exp pull <git remote> {name}` "
+            "(an experiment), or run it here"
         ) from error
     if not splits:
         raise FileNotFoundError(f"{name}: no <split>.jsonl under {PREDICTIONS}; run `dvc repro predict`")
