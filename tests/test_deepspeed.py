@@ -180,3 +180,29 @@ def test_a_killed_zero3_run_resumes_from_its_deepspeed_checkpoint(runs, world):
     whole = trained(Path(world["root"]) / "whole", world, recipe, ranks=2)
     saved = Path("adapter") / "adapter_model.safetensors"
     assert (root / saved).read_bytes() == (whole / saved).read_bytes()
+
+
+def test_the_train_stage_relaunches_itself_under_deepspeed_on_two_cpu_ranks(world, runs, tmp_path):
+    """`python stages/train.py ...` as DVC runs it, with `train.launcher: deepspeed --num_gpus 2`: the stage re-starts
+    itself under the launcher (`relaunch_under`), each rank ignores the `--local_rank` the launcher appends, and the
+    adapter is the one `launched_training.py` trains under ZeRO-3; rank 0 alone writes the plots and the machine record."""
+    from dataclasses import asdict as as_dict
+
+    from helpers import command_environment, write_params
+    from llavac.model.loading import write_pointer
+
+    write_params(tmp_path, seed=0, train__launcher=f"deepspeed --num_gpus 2 --master_port {free_port()}",
+                 models__tiny__recipe={**as_dict(FP32), "deepspeed": str(REPO / ZERO3)})  # run from another folder
+    write_pointer(tmp_path / "base", world["base"], None, None)
+    (tmp_path / "llava/1").mkdir(parents=True)
+    (tmp_path / "llava/1/train.json").write_text(json.dumps(world["records"]))
+    (tmp_path / "llava/1/val.json").write_text(json.dumps(world["records"][:2]))
+    done = subprocess.run([sys.executable, str(REPO / "stages/train.py"), "base", "llava", world["images"], "adapters",
+                           "ckpt", "live", "machine.json"], cwd=tmp_path, capture_output=True, text=True,
+                          env=command_environment({"OMP_NUM_THREADS": "1"}))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    stage = load_file(tmp_path / "adapters/1/adapter_model.safetensors")
+    assert max_difference(stage, adapter(runs["zero3"])) <= ATOL  # the same ZeRO-3 run, started by the stage
+    assert (tmp_path / "live/training_loss.png").stat().st_size > 1000 and (tmp_path / "live/1/metrics.json").is_file()
+    assert json.loads((tmp_path / "machine.json").read_text())["threads"] == 1
+    assert "Traceback" not in done.stderr and "unrecognized arguments" not in done.stderr

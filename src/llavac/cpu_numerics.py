@@ -1,5 +1,8 @@
-"""One floating-point path on every CPU: the environment variables that fix how torch, MKL, oneDNN,
-numpy and OpenBLAS round, and what a training run records of them.
+"""The CPU floating-point pins: the environment variables that fix which kernels torch, MKL, oneDNN,
+numpy and OpenBLAS run, and the record of the class of machine a training run rounds on.
+
+What they buy (docs/design.md, *Determinism*): the same bytes again on one machine, and on machines
+of one class (`numerics_class`); across classes no bitwise promise, as no library makes one.
 
 The libraries read these variables once, when they load, so `pin_cpu_numerics` runs before any of
 them is imported (`stages/common.py` calls it first thing in every stage, `tests/conftest.py` before
@@ -15,7 +18,7 @@ from pathlib import Path
 
 X86_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "DNNL_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE",
                 "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Haswell"}
-"""One instruction-set path for every numeric library a stage runs, whatever x86-64 CPU it is on.
+"""One instruction-set path, AVX2, for every numeric library a stage runs, on any x86-64 CPU that has it.
 
 Left to themselves the libraries pick the widest kernels the CPU has (AVX-512 on one machine, AVX2
 on the next) and round differently: on the reference machine, PyTorch's AVX2 kernels alone turned
