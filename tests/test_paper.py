@@ -148,7 +148,9 @@ def test_vs_paper_json_says_what_the_run_was_and_has_no_delta_on_the_sample(pape
         "test_pairs": ours["n_test_pairs"], "splits": ours["n_splits"], "split_source": "generated", "split_seed": 42,
         "seed": 1, "method": "lora", "modalities": "both", "invalid_rate": ours["multimodal"]["invalid_rate"],
     }
-    assert leaf_paths(sample["multimodal"]) == {f"{m}.{k}" for m in ("accuracy", "weighted_f1") for k in ("ours", "paper")}
+    assert leaf_paths(sample["multimodal"]) == {f"{m}.{k}" for m in ("accuracy", "weighted_f1")
+                                                for k in ("synthetic_sample", "paper")}  # never "ours" beside the paper
+    assert sample["multimodal"]["accuracy"]["synthetic_sample"] == ours["multimodal"]["accuracy"]
     real = vs_paper_json(ours, published, RunInfo(model="m", raw_dir="x", synthetic_sample=False))
     assert real["run"]["dataset"] == "MVSA-Single" and real["run"]["comparable_with_paper"] is True
     assert real["multimodal"]["accuracy"]["delta"] == pytest.approx(ours["multimodal"]["accuracy"] - 76.24, abs=0.005)

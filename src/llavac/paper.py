@@ -207,12 +207,18 @@ def run_facts(run: RunInfo, ours: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+SAMPLE_KEY = "synthetic_sample"
+"""metrics/vs_paper.json's name for our figure when the run was on the synthetic sample (`vs_paper_json`)."""
+
+
 def vs_paper_json(ours: Mapping[str, Any], paper: Mapping[str, Any], run: RunInfo) -> dict[str, Any]:
     """metrics/vs_paper.json: the run's facts, then ours and the paper's per metric, with `delta` (ours -
-    paper) only on MVSA-Single: a difference between the synthetic sample and the paper means nothing."""
+    paper) only on MVSA-Single: a difference between the synthetic sample and the paper means nothing.
+    On the sample our figure is named `synthetic_sample`, not `ours`, so that `dvc metrics show`'s column
+    headers say, beside the paper's, what was measured."""
     compared = versus_paper(ours, paper)
     if run.synthetic_sample:
-        compared = {task: {m: {k: v for k, v in d.items() if k != "delta"} for m, d in metrics.items()}
+        compared = {task: {m: {SAMPLE_KEY: d["ours"], "paper": d["paper"]} for m, d in metrics.items()}
                     for task, metrics in compared.items()}
     return {"run": run_facts(run, ours), **compared}
 
