@@ -20,7 +20,7 @@ from typing import Any
 
 from llavac.files import write_json
 from llavac.model.adapter_card import AdapterCard, read_card
-from llavac.new_pairs import InputError, error_reason, problem
+from llavac.new_pairs import InputError, error_reason, problem, turned_images
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,9 @@ def classify_to_jsonl(settings: ClassifySettings, pairs: tuple[list[dict[str, An
             log.warning("row %d skipped: %s", number, reason)
     if all(errors.values()):
         raise InputError(f"none of the {len(rows)} pairs can be classified (see the reasons above)")
+    for number, orientation in turned_images(rows, image_folder, errors).items():
+        log.warning("row %d: its image is stored turned (EXIF orientation %d); classified upright, as a camera "
+                    "or browser shows it", number, orientation)
     results = Classifier(settings).label(rows, image_folder, errors)
     write_jsonl(results, out)
     reasons = Counter(error_reason(r["error"]) for r in results if r.get("error"))

@@ -110,26 +110,45 @@ def invalid_as_label(predictions: pd.Series) -> pd.Series:
     return predictions.fillna(INVALID)
 
 
+def occurring_labels(gold: pd.Series, predicted: pd.Series) -> list[str]:
+    """The labels of LABELS (in its order) that occur in `gold` or in `predicted` of one split."""
+    seen = set(gold) | set(predicted)
+    return [label for label in LABELS if label in seen]
+
+
 def task_scores(gold: pd.Series, predicted: pd.Series) -> dict[str, Any]:
     """Accuracy, weighted and macro F1, per-class P/R/F1 and invalid rate of one label on one split, in % (unrounded).
 
-    `labels=LABELS` keeps INVALID out of the averages as a class of its own while every gold pair
-    stays in the support, so an unparsed answer costs exactly what a wrong label costs.
+    `labels=` is the labels of LABELS that occur in this split's gold or predictions (`occurring_labels`):
+    INVALID stays out of the averages as a class of its own while every gold pair stays in the support,
+    so an unparsed answer costs exactly what a wrong label costs; and a label neither in the gold nor
+    predicted on this split (no `negative` pair, none predicted) has undefined P/R/F1, so it is left out
+    of macro F1 (perfect predictions score 100, not 66.67) and its per-class entry is None.
+    `zero_division=0` remains for a label that occurs on one side only: one never predicted has precision
+    0, one predicted but absent from the gold has recall 0 (scikit-learn's semantics for a real miss).
+    Where all three labels occur (every committed split), this equals `labels=LABELS`.
     """
     y_pred = invalid_as_label(predicted)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        gold, y_pred, labels=list(LABELS), zero_division=0
-    )
+    labels = occurring_labels(gold, y_pred)
+    precision, recall, f1, support = precision_recall_fscore_support(gold, y_pred, labels=labels, zero_division=0)
+    found = {
+        label: {"precision": _percent(p), "recall": _percent(r), "f1": _percent(f), "support": int(s)}
+        for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+    }
+    absent = {"precision": None, "recall": None, "f1": None, "support": 0}
     return {
         "accuracy": _percent(accuracy_score(gold, y_pred)),
-        "weighted_f1": _percent(f1_score(gold, y_pred, labels=list(LABELS), average="weighted", zero_division=0)),
-        "macro_f1": _percent(f1_score(gold, y_pred, labels=list(LABELS), average="macro", zero_division=0)),
+        "weighted_f1": _percent(f1_score(gold, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "macro_f1": _percent(f1_score(gold, y_pred, labels=labels, average="macro", zero_division=0)),
         "invalid_rate": _percent((y_pred == INVALID).mean()),
-        "per_class": {
-            label: {"precision": _percent(p), "recall": _percent(r), "f1": _percent(f), "support": int(s)}
-            for label, p, r, f, s in zip(LABELS, precision, recall, f1, support, strict=True)
-        },
+        "per_class": {label: found.get(label, absent) for label in LABELS},
     }
+
+
+def mean_where_defined(values: Iterable[float | None]) -> float | None:
+    """The mean of the values that are not None (the splits where a class occurs); None if there are none."""
+    defined = [value for value in values if value is not None]
+    return float(np.mean(defined)) if defined else None
 
 
 def where_labels_differ(splits: Mapping[int, pd.DataFrame]) -> dict[str, Any]:
@@ -164,7 +183,9 @@ def score_splits(splits: Mapping[int, pd.DataFrame]) -> dict[str, Any]:
 
     Per label: accuracy, weighted and macro F1 as the mean over splits (the paper's averaging) with
     `<metric>_std` (population std over splits); accuracy and weighted F1 with their 95 % bootstrap
-    interval `<metric>_ci_low`, `<metric>_ci_high` (`statistics.metric_interval`); per-class precision/recall/F1 as the mean over splits with the support summed;
+    interval `<metric>_ci_low`, `<metric>_ci_high` (`statistics.metric_interval`); per-class precision/recall/F1 as the mean over
+    the splits where that class occurs in the gold or the predictions (`task_scores`; None where it occurs in
+    none), with the support summed;
     `invalid_rate` over all test pairs pooled; `where_labels_differ` (`where_labels_differ`). `splits.<k>`
     keeps each split's own numbers.
     """
@@ -187,7 +208,7 @@ def score_splits(splits: Mapping[int, pd.DataFrame]) -> dict[str, Any]:
         classes = [s[task]["per_class"] for s in per_split.values()]
         label_metrics["per_class"] = {
             label: {
-                **{m: float(np.mean([c[label][m] for c in classes])) for m in PER_CLASS},
+                **{m: mean_where_defined(c[label][m] for c in classes) for m in PER_CLASS},
                 "support": sum(c[label]["support"] for c in classes),
             }
             for label in LABELS

@@ -9,22 +9,33 @@ output has one line per input and a long run never dies on its 900th pair after 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import ExifTags, Image
 
 from llavac.data.mvsa import (
-    CORRUPT_IMAGE, DATA_DIR, LABEL_FILE, MISSING_IMAGE, MISSING_TEXT, decode_text, inspect_image, text_drop_reason,
+    DATA_DIR, LABEL_FILE, MISSING_IMAGE, MISSING_TEXT, ImageRefusal, decode_text, open_image, read_image,
+    text_drop_reason,
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+"""The usual image suffixes: in a folder, a name's image with one of these is preferred to any other file."""
 FILE_KINDS = (".csv", ".jsonl", ".json", ".parquet")
 JSON_WHITESPACE = " \t\r"
 """What JSON allows around a value besides the line's ``\n`` (`str.strip()` would also take U+2028)."""
+
+
+def readable_suffixes() -> frozenset[str]:
+    """The file suffixes Pillow opens images by (`Image.registered_extensions`, readable formats only):
+    `.jpg`, `.png`, `.webp`, `.gif` (its first frame), `.bmp`, `.tiff` and more; not `.heic` or `.svg`."""
+    return frozenset(suffix for suffix, kind in Image.registered_extensions().items() if kind in Image.OPEN)
 
 
 class InputError(ValueError):
@@ -36,7 +47,9 @@ def read_pairs(source: Path) -> tuple[list[dict[str, Any]], Path]:
 
     A CSV or JSONL file (or a JSON array), or a Parquet file or dataset folder, has `image` and `text`
     columns, `id` optional; image paths are relative to the folder the file (or dataset) is in, or
-    absolute. A folder holds `<name>.txt` + `<name>.<image>` files, or is an MVSA-layout folder
+    absolute; a Parquet `image` column may instead be Hugging Face `datasets`' ``struct<bytes, path>``
+    (`_embedded_image`); a number in `text` is read as its text. A folder holds `<name>.txt` +
+    `<name>.<image>` files (`_folder_rows`), or is an MVSA-layout folder
     (`labelResultAll.txt` + `data/`), whose `data/` is read so; texts are decoded as MVSA's.
 
     CSV is read by the `csv` module from the file itself, so a quoted field keeps its line breaks;
@@ -73,7 +86,8 @@ def _is_parquet_dataset(folder: Path) -> bool:
 def _file_rows(source: Path) -> Any:
     """The rows of a CSV, JSONL, JSON or Parquet input, as parsed (checked by the caller)."""
     if source.is_dir() or source.suffix == ".parquet":
-        return pq.read_table(source).to_pylist()
+        return [{**row, "image": _embedded_image(row["image"])} if isinstance(row.get("image"), dict) else row
+                for row in pq.read_table(source).to_pylist()]
     if source.suffix == ".csv":
         with open(source, encoding="utf-8-sig", newline="") as f:  # newline="": the csv module sees the file's own
             return list(csv.DictReader(f))
@@ -90,21 +104,68 @@ def _file_rows(source: Path) -> Any:
     return rows
 
 
+EMBEDDED_IMAGES = Path(tempfile.gettempdir()) / "llavac-embedded-images"
+"""Where the bytes of a Parquet image column are written, one file per content (named by its SHA-256), for the
+model's loader and Spark's local workers to open by path. A Spark cluster's workers on other machines do not
+see this folder: give them image paths on a shared disk instead."""
+
+
+def _embedded_image(image: dict[str, Any]) -> Any:
+    """A Hugging Face `datasets` image cell (``struct<bytes, path>``) as a path: its bytes written to
+    `EMBEDDED_IMAGES` (keeping the path's suffix), or its `path` when the bytes are null; a struct without
+    either field is returned as it is, for `problem` to refuse."""
+    data, path = image.get("bytes"), image.get("path")
+    if not data:
+        return path if path is not None else image
+    suffix = Path(path).suffix.lower() if path else ""
+    name = hashlib.sha256(data).hexdigest() + (suffix if suffix in readable_suffixes() else "")
+    target = EMBEDDED_IMAGES / name
+    if not target.is_file():
+        EMBEDDED_IMAGES.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(data)
+        partial.replace(target)  # whole or absent, whoever reads it
+    return str(target)
+
+
 def one_pair(image: Path, text: str) -> tuple[list[dict[str, Any]], Path]:
     """The single pair given on the command line (`--image`, `--text`)."""
     return [_row(1, {"id": image.stem, "image": image.name, "text": text})], image.parent
 
 
 def _row(number: int, row: dict[str, Any]) -> dict[str, Any]:
-    """A pair as classify carries it; a row without an id (absent, null or empty) takes its row number."""
+    """A pair as classify carries it; a row without an id (absent, null or empty) takes its row number.
+
+    A text or an image path that is a number (JSON's ``"text": 2024``) is read as its text, ``"2024"``,
+    as Spark's string column reads it; any other value that is not a string stays as it is, for
+    `problem` to refuse.
+    """
     pair_id = row.get("id")
-    return {"row": number, "id": number if pair_id is None or pair_id == "" else pair_id, "image": row.get("image") or "", "text": row.get("text")}
+    return {"row": number, "id": number if pair_id is None or pair_id == "" else pair_id,
+            "image": _as_text(row.get("image")) or "", "text": _as_text(row.get("text"))}
+
+
+def _as_text(value: Any) -> Any:
+    """A number (not a boolean) as its text; anything else unchanged."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
 def _folder_rows(folder: Path, prefix: str = "") -> list[dict[str, Any]]:
-    """One row per name that has an image or a text in `folder` (sorted); a missing half is the row's problem."""
-    images = {p.stem: p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    """One row per name that has an image or a text in `folder` (sorted); a missing half is the row's problem.
+
+    A name's image is its file with a suffix Pillow reads (`readable_suffixes`; one of `IMAGE_SUFFIXES`
+    first). A text whose only other file has another suffix (`.heic`) is paired with that file, so that
+    `problem` names it and the accepted suffixes instead of reporting no image at all.
+    """
     texts = {p.stem: p for p in folder.glob("*.txt")}
+    readable = readable_suffixes()
+    chosen: dict[str, tuple[int, str]] = {}  # per name: (2 usual suffix, 1 readable, 0 other; the file's name)
+    for path in folder.iterdir():
+        suffix = path.suffix.lower()
+        rank = 2 if suffix in IMAGE_SUFFIXES else 1 if suffix in readable else 0
+        if suffix != ".txt" and (rank or path.stem in texts) and rank > chosen.get(path.stem, (-1, ""))[0]:
+            chosen[path.stem] = (rank, path.name)
+    images = {name: file_name for name, (_, file_name) in chosen.items()}
     rows = []
     for name in sorted(images.keys() | texts.keys()):
         text = decode_text(texts[name].read_bytes())[0] if name in texts else None
@@ -117,15 +178,24 @@ def problem(row: dict[str, Any], folder: Path) -> str | None:
     """Why `row` cannot be classified (``"<reason>: <detail>"`` or just the reason), or None.
 
     The reason is one of MVSA's drop reasons (`llavac.data.mvsa`). Decodes the image: cheap next to
-    the model, and a truncated file shows here.
+    the model, and a truncated file shows here. A text that is neither a string nor None (a number was
+    already read as its text by `_row`) is `missing_text` naming its type; an image that does not decode
+    and whose suffix Pillow does not read (`.heic`) is `missing_image` naming the suffix and the accepted
+    ones; one that does not decode otherwise, or is above `MAX_IMAGE_PIXELS`, is `corrupt_image` with
+    Pillow's message.
     """
     text = row["text"]
-    if not isinstance(text, str):
+    if text is None:
         return f"{MISSING_TEXT}: no text"
+    if not isinstance(text, str):
+        return f"{MISSING_TEXT}: the text is a {type(text).__name__} ({text!r:.40}), not a string or a number"
     if reason := text_drop_reason(text):
         return reason
     if not row["image"]:
         return f"{MISSING_IMAGE}: no image path"
+    if not isinstance(row["image"], str):
+        return (f"{MISSING_IMAGE}: the image is a {type(row['image']).__name__} ({row['image']!r:.60}), not a path "
+                "(or a Hugging Face image struct with `bytes` or `path`)")
     path = folder / row["image"]
     try:
         mode = path.stat().st_mode
@@ -133,9 +203,26 @@ def problem(row: dict[str, Any], folder: Path) -> str | None:
         return f"{MISSING_IMAGE}: image {path}: {error.strerror}"
     if not stat.S_ISREG(mode):
         return f"{MISSING_IMAGE}: image {path} is not a regular file"
-    if isinstance(decoded := inspect_image(path.read_bytes()), str):  # the preprocessing's own full decode
-        return f"{CORRUPT_IMAGE}: image {path} is not a readable image ({decoded})"
+    if isinstance(checked := read_image(path.read_bytes()), ImageRefusal):  # the preprocessing's own full decode
+        if path.suffix and path.suffix.lower() not in readable_suffixes():  # a HEIC photo, say: the suffix says why
+            return (f"{MISSING_IMAGE}: image {path}: {path.suffix} is not an image suffix Pillow reads "
+                    f"(accepted: {', '.join(IMAGE_SUFFIXES)}, .gif, .bmp, .tiff and the others of "
+                    "PIL.Image.registered_extensions()); convert it, e.g. to .jpg")
+        return f"{checked.reason}: image {path} is not a readable image ({checked.detail})"
     return None
+
+
+def turned_images(rows: list[dict[str, Any]], folder: Path, errors: dict[int, str | None]) -> dict[int, int]:
+    """The EXIF orientation (2-8) of each usable row's image that the model's loader turns upright
+    (`llavac.model.inputs.open_upright`), by row number; rows whose image has no such tag are absent."""
+    turned = {}
+    for row in rows:
+        if not errors[row["row"]]:
+            with open_image(folder / row["image"]) as image:
+                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+            if orientation != 1:
+                turned[row["row"]] = orientation
+    return turned
 
 
 def error_reason(error: str) -> str:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import logging
 import multiprocessing
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -38,6 +40,8 @@ from llavac.model.adapter_card import card_for
 from llavac.model.inputs import IGNORE_INDEX, TrainingCollator, fit_records
 from llavac.model.loading import load_base, load_inputs, save_inputs, torch_dtype
 from llavac.params import Recipe
+
+log = logging.getLogger(__name__)
 
 LIBRARY = Path(__file__).resolve().parent
 """This package's folder: a checkpoint belongs to the code of all its modules (`run_fingerprint`)."""
@@ -270,14 +274,32 @@ def discard_foreign_checkpoints(checkpoint_dir: Path, fingerprint: str) -> None:
     stamp.write_text(fingerprint)
 
 
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+"""The name of a folder the Trainer saves a checkpoint in (`transformers.trainer_utils.PREFIX_CHECKPOINT_DIR`)."""
+
+
 def last_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
     """The newest checkpoint that was saved to the end, after deleting any that were not.
 
     The Trainer writes a checkpoint's `trainer_state.json` last, and deletes the previous checkpoint
     only after it; a kill during a save leaves a newer folder without that file (or with a torn one)
     next to the previous, complete checkpoint, from which the run resumes instead.
+
+    Only folders named `checkpoint-<int>` (the Trainer's own pattern, `CHECKPOINT_NAME`) are
+    checkpoints; anything else matching `checkpoint-*` (a `checkpoint-28.bak/` copy, a file) is left
+    alone, with one logged warning naming it.
     """
-    numbered = sorted(checkpoint_dir.glob("checkpoint-*"), key=lambda path: int(path.name.rsplit("-", 1)[1]), reverse=True)
+    candidates = sorted(checkpoint_dir.glob("checkpoint-*"))
+    strays = [path.name for path in candidates if not (path.is_dir() and CHECKPOINT_NAME.fullmatch(path.name))]
+    if strays:
+        log.warning(
+            "%s: skipping %s: not a Trainer checkpoint folder (checkpoint-<int>)", checkpoint_dir, ", ".join(strays)
+        )
+    numbered = sorted(
+        (path for path in candidates if path.name not in strays),
+        key=lambda path: int(CHECKPOINT_NAME.fullmatch(path.name)[1]),
+        reverse=True,
+    )
     for checkpoint in numbered:
         try:
             json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))

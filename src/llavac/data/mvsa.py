@@ -16,9 +16,10 @@ import codecs
 import hashlib
 import io
 import re
+import warnings
 from collections import Counter
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 from PIL import Image
 
@@ -93,6 +94,14 @@ letter. The C1 controls (U+0080-U+009F) are not refused: they decode from valid 
 map, real tweets hold them, and LLaVA keeps the text as decoded (LLaMA's vocabulary has a piece for U+0080,
 id 30751, and reads the others as their UTF-8 bytes, ``<0xC2><0x85>``)."""
 
+MAX_IMAGE_PIXELS = 300_000_000
+"""The most pixels an image may have (300 MP): above the largest phone photos (a 200 MP sensor gives
+16320 x 12240 = 199.8 MP), which Pillow's own bomb guard (178.9 MP) refuses. `open_image` reads up to
+it; above it an image is refused with Pillow's message naming its size (a decoded 300 MP image takes
+0.9 GB). Pillow refuses above twice its `Image.MAX_IMAGE_PIXELS`, which this module's import sets to half
+of this bound, for the whole process."""
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2
+
 _ID = re.compile(r"\d+")
 _ANNOTATION = re.compile(r"([^,\s]+),([^,\s]+)")
 
@@ -103,6 +112,13 @@ class LabelRow(NamedTuple):
     id: int
     text_label: str | None
     image_label: str | None
+
+
+class ImageRefusal(NamedTuple):
+    """Why an image cannot be used: one of ``DROP_REASONS`` and Pillow's own words."""
+
+    reason: str
+    detail: str
 
 
 class ImageInfo(NamedTuple):
@@ -249,16 +265,39 @@ def has_control_characters(text: str) -> bool:
     return not ASCII_CONTROLS.isdisjoint(text)
 
 
-def inspect_image(raw: bytes) -> ImageInfo | str:
-    """Size and SHA-256 of an image that fully decodes, or ``corrupt_image``.
+def open_image(file: Path | IO[bytes]) -> Image.Image:
+    """``Image.open`` under ``MAX_IMAGE_PIXELS``: the preprocess stage, ``llavac classify``'s checks and
+    the model's image loader all open images with it, so they accept and refuse the same ones.
+
+    Raises ``Image.DecompressionBombError`` for an image above ``MAX_IMAGE_PIXELS`` (Pillow's message,
+    naming the image's pixels and the bound), and what ``Image.open`` raises for a file that is not an image.
+    Pillow's warning at half the bound is silenced here: the bound itself is the refusal.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(file)
+        except Image.DecompressionBombError as error:
+            raise Image.DecompressionBombError(f"{error} (llavac.data.mvsa.MAX_IMAGE_PIXELS): downscale it") from None
+
+
+def read_image(raw: bytes) -> ImageInfo | ImageRefusal:
+    """Size and SHA-256 of an image that fully decodes, or why not (``corrupt_image`` with Pillow's message).
 
     ``Image.load()`` decodes every pixel, so a truncated JPEG fails here (PIL's
-    ``LOAD_TRUNCATED_IMAGES`` is left False) instead of failing later inside training.
+    ``LOAD_TRUNCATED_IMAGES`` is left False) instead of failing later inside training. An image above
+    ``MAX_IMAGE_PIXELS`` is refused before it is decoded, Pillow's message naming its pixels and the limit.
     """
     try:
-        with Image.open(io.BytesIO(raw)) as image:
+        with open_image(io.BytesIO(raw)) as image:
             image.load()
             width, height = image.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return CORRUPT_IMAGE
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        return ImageRefusal(CORRUPT_IMAGE, f"{type(error).__name__}: {error}")
     return ImageInfo(width, height, hashlib.sha256(raw).hexdigest())
+
+
+def inspect_image(raw: bytes) -> ImageInfo | str:
+    """``read_image`` for the preprocess stage, which counts a refused image by its reason alone."""
+    checked = read_image(raw)
+    return checked.reason if isinstance(checked, ImageRefusal) else checked

@@ -8,8 +8,9 @@ Prediction and `llavac classify` read it instead of asking the user to repeat an
 from __future__ import annotations
 
 import json
+import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from llavac.labels import LABELS
 from llavac.prompt import ANSWER_TEMPLATE, EOS
 
 CARD_FILE = "llavac.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,16 @@ def card_for(base: str, adapter_dir: Path, **facts: Any) -> AdapterCard:
 
 
 def read_card(adapter_dir: Path) -> AdapterCard:
-    """The card of `adapter_dir`; a clear error when the folder holds no trained adapter."""
+    """The card of `adapter_dir`, read from its `llavac.json`.
+
+    A card written by a newer LLaVAC may hold fields this version does not know: they are ignored,
+    with one logged warning naming them. A card written by another version may lack a field this
+    version needs and has no default for.
+
+    Raises:
+        FileNotFoundError: the folder holds no `llavac.json` (no trained adapter).
+        ValueError: the card lacks a required field (named, with the adapter folder).
+    """
     path = adapter_dir / CARD_FILE
     if not path.is_file():
         raise FileNotFoundError(
@@ -73,5 +85,25 @@ def read_card(adapter_dir: Path) -> AdapterCard:
             "--adapter with the folder of one (in a LLaVAC checkout, `dvc repro train` writes artifacts/adapters/<split>)"
         )
     data = json.loads(path.read_text(encoding="utf-8"))
-    data["labels"] = tuple(data["labels"])
-    return AdapterCard(**data)
+    known = {field.name: field for field in fields(AdapterCard)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        log.warning(
+            "%s: ignoring field(s) this LLaVAC version does not know: %s (written by another version?)",
+            path,
+            ", ".join(unknown),
+        )
+    missing = [
+        name
+        for name, field in known.items()
+        if name not in data and field.default is MISSING and field.default_factory is MISSING
+    ]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the required field(s) {', '.join(missing)}: the adapter in {adapter_dir} was written "
+            "by another LLaVAC version or edited by hand; retrain it (`dvc repro train`) or add the field(s)"
+        )
+    kept = {name: value for name, value in data.items() if name in known}
+    if "labels" in kept:
+        kept["labels"] = tuple(kept["labels"])
+    return AdapterCard(**kept)

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers import ProcessorMixin
 
+from llavac.data.mvsa import open_image
 from llavac.model.tokens import SentencePieceEncoder, image_prompt_ids
 from llavac.labels import LABELS
 from llavac.prompt import answer, chat_prompt, chat_text, split_human_turn
@@ -48,16 +49,40 @@ BLANK_SIDE = 336
 """Side of the blank image (LLaVA-1.5's input size); being one colour, it gives the same pixels at any size."""
 
 
+LARGE_SIDE = 4096
+"""The longest side an image is padded at as it is. Twitter resizes uploads to at most 4,096 pixels a side (2,048
+when MVSA was collected), so MVSA's images are padded and processed exactly as LLaVA does. A longer image (a
+camera photo, a 2 x 20,000 strip) would make a canvas of its longer side squared (1.2 GB of RGB for that strip),
+so it is first reduced (`Image.thumbnail`, bicubic) to fit `REDUCED_SIDE`: the processor shrinks it to 336
+pixels anyway."""
+REDUCED_SIDE = 4 * BLANK_SIDE
+"""The side an image longer than `LARGE_SIDE` is reduced to fit, still four times the processor's input."""
+
+
+def open_upright(path: Path) -> Image.Image:
+    """The image at `path` as RGB, turned as its EXIF orientation says (`ImageOps.exif_transpose`), and
+    reduced to fit `REDUCED_SIDE` when its longer side exceeds `LARGE_SIDE`.
+
+    An image without an orientation tag (every MVSA image: Twitter strips EXIF) is not turned, and one no
+    longer than `LARGE_SIDE` is not resized, so their pixels are the ones LLaVA's ``Image.open(...).convert("RGB")``
+    gives. Raises what `llavac.data.mvsa.open_image` raises (a file that is not an image, or one above its
+    pixel limit).
+    """
+    with open_image(path) as image:
+        if max(image.size) > LARGE_SIDE:
+            image.thumbnail((REDUCED_SIDE, REDUCED_SIDE), Image.Resampling.BICUBIC)  # a JPEG is decoded reduced
+        return ImageOps.exif_transpose(image).convert("RGB")
+
+
 def load_images(records: Sequence[dict[str, Any]], image_folder: Path, background: tuple[int, int, int]) -> list[Image.Image]:
-    """Open each record's image (relative to `image_folder`) as RGB, padded to a square; a record whose
-    image is None (`prompt.modalities: text`) gets a blank square of `background`."""
+    """Open each record's image (relative to `image_folder`) upright as RGB (`open_upright`), padded to a
+    square; a record whose image is None (`prompt.modalities: text`) gets a blank square of `background`."""
     images = []
     for record in records:
         if record["image"] is None:
             images.append(Image.new("RGB", (BLANK_SIDE, BLANK_SIDE), background))
             continue
-        with Image.open(image_folder / record["image"]) as image:
-            images.append(pad_to_square(image.convert("RGB"), background))
+        images.append(pad_to_square(open_upright(image_folder / record["image"]), background))
     return images
 
 
