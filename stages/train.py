@@ -29,7 +29,7 @@ from llavac.llava_repo import (
     TRAINED_LLAVA_DIR, ensure_llava_env, has_flash_attention, llava_train_command, llava_world_size, train_split_llava_repo,
 )
 from llavac.model.loading import read_pointer
-from llavac.cpu_numerics import numerics_class
+from llavac.cpu_numerics import numerics_class, route_cpu_convolutions_through_aten
 from llavac.curves import plot_training_loss
 from llavac.files import write_json
 from llavac.split_folders import split_folders
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("machine_record", type=Path, help="the class of machine that trained (llavac.cpu_numerics.numerics_class)")
     args, _ = parser.parse_known_args()  # the deepspeed launcher appends --local_rank=N
     log = stage_logger("train")
+    route_cpu_convolutions_through_aten()  # as `load_base` does in every training process: the machine record says so
     params = load_params()
     backend, launcher = params.train.backend, params.train.launcher
     recipe = params.selected.recipe

@@ -182,6 +182,8 @@ def test_the_default_pipeline_learns_on_the_sample(reproduced: Path):
                     "plots/png/coverage.png", "dvclive/training_loss.png"):
         assert (repo_copy / picture).stat().st_size > 1000
     assert all((repo_copy / f"artifacts/adapters/{k}/adapter_model.safetensors").is_file() for k in range(1, 11))
+    machine = json.loads((repo_copy / "reports/machine.json").read_text())
+    assert machine["onednn_enabled"] is False and machine["threads"] == 1  # what every training process ran under
     status = run(["dvc", "status"], repo_copy)
     assert "changed" not in status, status
     assert_same_as_committed(repo_copy)

@@ -50,8 +50,9 @@ BLANK_SIDE = 336
 
 
 LARGE_SIDE = 4096
-"""The longest side an image is padded at as it is. Twitter resizes uploads to at most 4,096 pixels a side (2,048
-when MVSA was collected), so MVSA's images are padded and processed exactly as LLaVA does. A longer image (a
+"""The longest side an image is padded at as it is. Twitter serves tweets' images resized, so MVSA's are expected to
+be well below it and padded and processed exactly as LLaVA does (not checked here on the real data: `pairs.parquet`
+records each image's width and height, where a run on it can confirm it). A longer image (a
 camera photo, a 2 x 20,000 strip) would make a canvas of its longer side squared (1.2 GB of RGB for that strip),
 so it is first reduced (`Image.thumbnail`, bicubic) to fit `REDUCED_SIDE`: the processor shrinks it to 336
 pixels anyway."""
