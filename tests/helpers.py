@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,20 @@ def write_params(folder: Path, **overrides: Any) -> dict[str, Any]:
         block[key] = value
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     return params
+
+
+def committed_text(path: str | Path) -> str:
+    """`path` (relative to the repository, or absolute inside it) as the checked-out commit holds it
+    (`git show HEAD:path`), not as the working tree does: a local `dvc repro` or benchmark rewrites the
+    working tree's copy, and a check must compare with what a clone gets."""
+    name = (Path(path).relative_to(REPO) if Path(path).is_absolute() else Path(path)).as_posix()
+    shown = subprocess.run(["git", "show", f"HEAD:{name}"], cwd=REPO, capture_output=True, text=True)
+    assert shown.returncode == 0, f"{name} is not committed at HEAD: run `dvc repro` and commit it ({shown.stderr.strip()})"
+    return shown.stdout
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a server or a rendezvous the test starts), so runs do not collide."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

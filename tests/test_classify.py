@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from helpers import free_port
 from test_model import ARCHITECTURE, RECIPE, TEXTS
 
 from llavac.classify import ClassifySettings, classify_to_jsonl, default_adapter, open_adapter
@@ -305,12 +305,6 @@ def test_a_killed_spark_job_resumes_and_writes_every_row_exactly_once(corpus, sp
     result = classify_spark(spark, settings, root / "pairs.csv", read_pairs(root / "pairs.csv"), out, rows_per_task=2)
     assert (result["skipped_done"], result["classified_now"], result["rows"]) == (STOP_ROW - 1, 17 - STOP_ROW, 16)
     assert_same_results(spark_rows(out), corpus["plain"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(log: Path, text: str, process: subprocess.Popen, seconds: float = 120) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import asdict, replace
@@ -34,6 +33,7 @@ from llavac.model.loading import load_base
 from llavac.params import Evaluation
 from llavac.predict import generate_answers, load_classifier
 from llavac.train import PROJECTOR
+from helpers import free_port
 from test_model import RECIPE, write_world
 
 pytestmark = pytest.mark.slow
@@ -51,13 +51,6 @@ is ~lr whatever the gradient's size, so a small gradient whose sign bf16's round
 A real difference stays above the bound (the LoRA init drawn after ZeRO-3's loading moved the adapter by 0.35)."""
 FP32 = replace(RECIPE, per_device_batch_size=2, global_batch_size=4, deepspeed=ZERO3)
 """8 pairs, 2 epochs: 4 optimizer steps of global batch 4."""
-
-
-def free_port() -> int:
-    """A free TCP port for the ranks' rendezvous, so runs of other checkouts on this machine do not collide."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def train(root: Path, world: dict, recipe, ranks: int, **kill) -> subprocess.CompletedProcess:

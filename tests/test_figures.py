@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from helpers import committed_text
+
 REPO = Path(__file__).resolve().parents[1]
 
 FIGURE = re.compile(r"\[(?P<shown>[-+]?\d[\d,]*(?:\.\d+)?)\]\((?P<file>[^)\s#]+)#(?P<keys>[^)\s]+)\)")
@@ -53,13 +55,6 @@ def figures_in(markdown: Path, text: str) -> list[Figure]:
         Figure(markdown, m["shown"], (markdown.parent / m["file"]).resolve(), m["keys"])
         for m in FIGURE.finditer(prose)
     ]
-
-
-def committed_text(file: Path) -> str:
-    """`file` as the checked-out commit holds it (`git show HEAD:...`): a local `dvc repro` or benchmark rewrites the
-    working tree's copy, and a figure must agree with what a clone gets."""
-    return subprocess.run(["git", "show", f"HEAD:{file.relative_to(REPO).as_posix()}"], cwd=REPO, capture_output=True,
-                          text=True, check=True).stdout
 
 
 def value_at(file: Path, keys: str, text: str | None = None) -> Any:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import project_copy, run
+from helpers import committed_text, project_copy, run
 from llavac.data.sample import write_sample
 from llavac.labels import TASKS
 
@@ -46,14 +45,6 @@ and weighted F1 from the committed ones. Training on another CPU rounds one floa
 few steps and from there it is another run of the recipe, as another seed is: this covers the spread of the
 default recipe's runs measured over seeds and machines (`test_the_tolerance_covers_every_measured_run`,
 docs/design.md's *Reproducibility*)."""
-
-
-def committed_text(path: str) -> str:
-    """`path` as the checked-out commit holds it (`git show HEAD:path`), not as the working tree does: a
-    local `dvc repro` rewrites the working tree's copy, and the guard must compare with what a clone gets."""
-    shown = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=REPO, capture_output=True, text=True)
-    assert shown.returncode == 0, f"{path} is not committed at HEAD: run `dvc repro` and commit it ({shown.stderr.strip()})"
-    return shown.stdout
 
 
 def flat(tree: object, prefix: str = "") -> dict[str, object]:

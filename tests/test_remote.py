@@ -18,18 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, command_environment, run
+from helpers import REPO, command_environment, free_port, run
 
 pytestmark = pytest.mark.slow
 
 SSHD = Path("/usr/sbin/sshd")
 INSTALL_SSHD = "apt-get install -y openssh-server (Debian/Ubuntu; .ci/run does it)"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class SSHServer:

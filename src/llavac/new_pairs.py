@@ -9,6 +9,7 @@ output has one line per input and a long run never dies on its 900th pair after 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import stat
@@ -32,6 +33,7 @@ JSON_WHITESPACE = " \t\r"
 """What JSON allows around a value besides the line's ``\n`` (`str.strip()` would also take U+2028)."""
 
 
+@functools.cache
 def readable_suffixes() -> frozenset[str]:
     """The file suffixes Pillow opens images by (`Image.registered_extensions`, readable formats only):
     `.jpg`, `.png`, `.webp`, `.gif` (its first frame), `.bmp`, `.tiff` and more; not `.heic` or `.svg`."""
